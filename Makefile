@@ -1,0 +1,36 @@
+# mepo_lab — `make demo` runs the quickstart, `make test` runs every test (notebooks in smoke mode).
+# Both create .venv on first use: the known-good torch pair first, then the package with its extras.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+PRESET ?= cpu
+
+.PHONY: demo test test-fast bench notebooks-clean clean-venv
+
+$(BIN)/mepo-lab: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PAIR)
+	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
+	@touch $@
+
+demo: $(BIN)/mepo-lab
+	HF_HUB_OFFLINE=1 $(BIN)/mepo-lab quickstart --preset $(PRESET) --out runs/quickstart
+
+# One pytest run (its closing line is the verdict): unit + integration tests, then every notebook
+# executed by nbmake with MEPO_LAB_SMOKE=1 (tiny sizes). Slow/GPU tests are deselected by default.
+test: $(BIN)/mepo-lab
+	HF_HUB_OFFLINE=1 MEPO_LAB_SMOKE=1 TQDM_MININTERVAL=10 $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
+
+test-fast: $(BIN)/mepo-lab
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -x -q
+
+bench: $(BIN)/mepo-lab
+	HF_HUB_OFFLINE=1 $(BIN)/mepo-lab bench --preset $(PRESET)
+
+notebooks-clean:
+	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean-venv:
+	rm -rf $(VENV)

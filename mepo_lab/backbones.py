@@ -1,0 +1,83 @@
+"""Backbones: the micro ViT of the synthetic world (a plain timm ``VisionTransformer``), image
+normalisation, the feature every method uses, and weight fingerprints.
+
+The feature is MePo's: the CLS token after the final LayerNorm, ``forward_features(x)[:, 0]``
+(reference notes §1.5), for the micro ViT exactly as for ViT-B/16. No ViT code is forked here.
+"""
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from mepo_lab.config import MicroViTConfig
+
+# Input normalisation of the synthetic world ("dataset statistics", the Si-Blurry convention).
+WORLD_MEAN = (0.5, 0.5, 0.5)
+WORLD_STD = (0.25, 0.25, 0.25)
+TRANSFORM_ID = "uint8/255-norm(0.5,0.25)"
+
+
+def create_micro_vit(cfg: MicroViTConfig, image_size: int, num_classes: int = 0,
+                     seed: int | None = None) -> VisionTransformer:
+    """A timm ``VisionTransformer`` sized by ``cfg`` (CLS pooling, post-norm features).
+
+    ``num_classes=0`` gives the head-less backbone (the released MePo checkpoint format);
+    ``seed`` makes timm's initialisation reproducible without touching the global RNG.
+    """
+    if image_size % cfg.patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {cfg.patch_size}")
+    if cfg.embed_dim % cfg.num_heads:
+        raise ValueError(f"embed_dim {cfg.embed_dim} must be divisible by num_heads {cfg.num_heads}")
+    ctx = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
+    with ctx:
+        if seed is not None:
+            torch.manual_seed(seed)
+        return VisionTransformer(img_size=image_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
+                                 depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+                                 num_classes=num_classes, global_pool="token", class_token=True)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` → float32 ``(x / 255 − mean) / std`` with the world statistics."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}; pass raw pixels, not normalised ones")
+    mean = torch.tensor(WORLD_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(WORLD_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def cls_features(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Post-LayerNorm CLS token ``f = norm(ViT(x))[:, 0]`` of a normalised batch (MePo's feature)."""
+    return model.forward_features(x)[:, 0]
+
+
+def weights_hash(model_or_state: torch.nn.Module | dict, n: int = 16) -> str:
+    """SHA-256 fingerprint of a state dict (names, dtypes, shapes and bytes), first ``n`` hex digits."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:n]
+
+
+def backbone_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """The head-less state dict (keys starting with ``head.`` dropped), as MePo releases them."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA if available, else CPU; any other string is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (all tensors of ``model.parameters()``)."""
+    return int(sum(np.prod(p.shape) for p in model.parameters()))

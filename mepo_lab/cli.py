@@ -1,0 +1,138 @@
+"""``mepo-lab``: the command line, derived from the preset dataclasses.
+
+Subcommands: ``quickstart``, ``stream``, ``pretrain``, ``bench``. Every preset field can be set with
+``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
+command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields.
+Errors in the input print one line (``mepo-lab: error: ...``) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from mepo_lab import __version__
+from mepo_lab.config import PRESETS, StreamConfig, get_preset, override
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, instance) -> None:
+    """One ``--field-name`` flag per dataclass field, typed and defaulted from ``instance``."""
+    for f in dataclasses.fields(instance):
+        default, flag = getattr(instance, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
+                                help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=default, type=type(default),
+                                help=f"(default: {default})")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="cpu", choices=list(PRESETS),
+                        help="configuration preset (MEPO_LAB_SMOKE=1 forces smoke)")
+    parser.add_argument("--data-home", default=None, help="where caches live (default: $MEPO_LAB_DATA, "
+                        "<repo>/data in a checkout, else the platform cache dir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset field, e.g. --set gcl.lr=1e-3 (repeatable)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mepo-lab`` argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="mepo-lab", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"mepo_lab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quickstart", help="the whole story on the embedded default (offline, CPU)")
+    _common(q)
+    q.add_argument("--out", default="runs/quickstart", help="output folder (results.json, figures)")
+
+    s = sub.add_parser("stream", help="print Si-Blurry stream statistics and save the class x time raster")
+    _common(s)
+    add_dataclass_flags(s, StreamConfig())
+    s.add_argument("--seed", type=int, default=1, help="stream seed (default: 1)")
+    s.add_argument("--classes", type=int, default=None,
+                   help="use labels repeat(arange(C), --per-class) instead of the preset world's")
+    s.add_argument("--per-class", type=int, default=500)
+    s.add_argument("--out", default="stream_raster.png", help="where to save the raster (PNG)")
+
+    p = sub.add_parser("pretrain", help="pretrain (or load from cache) the micro ViT and report it")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="retrain even if cached")
+
+    b = sub.add_parser("bench", help="measure the speed targets and print ratios")
+    _common(b)
+    b.add_argument("--only", nargs="*", default=None, help="subset of benchmarks to run")
+    b.add_argument("--out", default=None, help="also write the report as JSON here")
+    return parser
+
+
+def _preset(args):
+    return override(get_preset(args.preset), args.overrides)
+
+
+def cmd_stream(args) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mepo_lab.data.synthetic import SyntheticWorld
+    from mepo_lab.stream_stats import format_statistics, stream_statistics
+    from mepo_lab.streams import si_blurry
+    from mepo_lab.viz.streams import plot_stream_overview
+
+    if args.classes is not None:
+        labels = np.repeat(np.arange(args.classes), args.per_class)
+    else:
+        labels = SyntheticWorld(_preset(args).world).targets("downstream", "train")
+    stream = si_blurry(labels, n_tasks=args.n_tasks, n=args.n, m=args.m, seed=args.seed,
+                       stochastic=args.stochastic)
+    stats = stream_statistics(stream)
+    print(format_statistics(stats))
+    fig = plot_stream_overview(stream, stats)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"saved {args.out}")
+
+
+def cmd_quickstart(args) -> None:
+    from mepo_lab.quickstart import quickstart
+
+    result = quickstart(_preset(args), args.out, data_home=args.data_home, progress=args.progress)
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(result['figures'])} figures "
+          f"in {result['seconds']:.1f} s")
+
+
+def cmd_pretrain(args) -> None:
+    from mepo_lab.pretrain import pretrained_backbone
+
+    bb = pretrained_backbone(_preset(args), args.data_home, force=args.force, progress=args.progress)
+    info = bb.info
+    print(f"micro ViT {bb.weights_hash}: {'cached' if info.get('cached') else 'trained'}, "
+          f"{info['n_classes']} classes, {info['n_images']} images, held-out accuracy "
+          f"{100 * info['held_out_acc']:.1f}%, {info['seconds']:.1f} s")
+
+
+def cmd_bench(args) -> None:
+    from mepo_lab.bench import format_report, run_benchmarks
+
+    report = run_benchmarks(_preset(args), only=args.only, data_home=args.data_home, out=args.out)
+    print(format_report(report))
+
+
+COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "pretrain": cmd_pretrain, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mepo-lab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, PermissionError) as err:
+        parser.exit(2, f"mepo-lab: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

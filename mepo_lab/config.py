@@ -1,0 +1,207 @@
+"""Configuration presets: plain frozen dataclasses, one per concern, grouped into a :class:`Preset`.
+
+Four presets exist (``smoke``, ``cpu``, ``colab``, ``paper``). ``MEPO_LAB_SMOKE=1`` forces ``smoke``
+whatever was asked, which is how CI and nbmake run every notebook in seconds. The CLI is derived from
+these dataclasses (:func:`override`), so a field added here is a flag there.
+
+The protocol values of the Si-Blurry lineage (MISA/MePo ``GCL/`` scripts; reference notes §2.2) are
+the defaults of :class:`StreamConfig` and :class:`GCLConfig`: 5 tasks, N = 50, M = 10, stochastic,
+32 new samples per step, 3 online iterations, Adam 5e-3, evaluation every 1000 samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+SMOKE_ENV = "MEPO_LAB_SMOKE"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic world (offline stand-in for ImageNet + CIFAR-100).
+
+    ``n_downstream_classes`` of the world's classes form the GCL "CIFAR-100"; the rest are the
+    pretraining classes (the "ImageNet"). Per-class image counts are per split.
+    """
+
+    seed: int = 0
+    image_size: int = 32
+    n_downstream_classes: int = 100
+    pretrain_per_class: int = 200
+    train_per_class: int = 500
+    test_per_class: int = 100
+    max_pretrain_classes: int | None = None  # None: every non-downstream class
+
+
+@dataclass(frozen=True)
+class MicroViTConfig:
+    """A small timm ``VisionTransformer`` for the synthetic world (CLS token, post-norm features)."""
+
+    patch_size: int = 8
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Supervised pretraining of the micro ViT on the pretraining classes (AdamW, cosine schedule)."""
+
+    epochs: float = 3.0
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Si-Blurry stream knobs (reference notes §2.1): T tasks, N % disjoint classes, M % blurred samples."""
+
+    n_tasks: int = 5
+    n: int = 50
+    m: int = 10
+    stochastic: bool = True
+
+
+@dataclass(frozen=True)
+class GCLConfig:
+    """Online GCL protocol (reference notes §2.2-2.3)."""
+
+    batch_size: int = 32
+    online_iter: int = 3
+    eval_period: int = 1000
+    eval_batch_size: int = 256
+    lr: float = 5e-3
+    train_mask: str = "seen"  # seen | batch | none
+    eval_mask: str = "none"  # none | seen
+    finetune_backbone_lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one run of the lab needs, by concern."""
+
+    name: str
+    world: WorldConfig = field(default_factory=WorldConfig)
+    vit: MicroViTConfig = field(default_factory=MicroViTConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    gcl: GCLConfig = field(default_factory=GCLConfig)
+    seeds: tuple[int, ...] = (1, 2, 3)
+    device: str = "auto"
+    feature_batch_size: int = 512
+
+
+def _smoke() -> Preset:
+    return Preset(
+        name="smoke",
+        world=WorldConfig(n_downstream_classes=10, pretrain_per_class=24, train_per_class=40,
+                          test_per_class=10, max_pretrain_classes=40),
+        vit=MicroViTConfig(patch_size=8, embed_dim=32, depth=1, num_heads=2),
+        pretrain=PretrainConfig(epochs=1.0, batch_size=128, lr=3e-3),
+        stream=StreamConfig(n_tasks=3),
+        gcl=GCLConfig(eval_period=100, online_iter=1),
+        seeds=(1,),
+        feature_batch_size=256,
+    )
+
+
+def _cpu() -> Preset:
+    return Preset(name="cpu")
+
+
+def _colab() -> Preset:
+    # Synthetic world at GPU scale for now; the real-data fields arrive with the real-scale issue.
+    return Preset(
+        name="colab",
+        vit=MicroViTConfig(patch_size=4, embed_dim=192, depth=6, num_heads=6, mlp_ratio=4.0),
+        pretrain=PretrainConfig(epochs=10.0, batch_size=256, lr=1e-3),
+        world=WorldConfig(pretrain_per_class=400),
+        seeds=(1, 2, 3, 4, 5),
+    )
+
+
+def _paper() -> Preset:
+    # The paper protocol: 5 seeds (GCL/main.py runs seeds 1..5), eval batch 128 (2 x batchsize 64).
+    return replace(_colab(), name="paper", gcl=GCLConfig(eval_batch_size=128))
+
+
+PRESETS = {"smoke": _smoke, "cpu": _cpu, "colab": _colab, "paper": _paper}
+
+
+def smoke_forced() -> bool:
+    """True when ``MEPO_LAB_SMOKE`` is set to a true value (1/true/yes)."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def get_preset(name: str = "cpu") -> Preset:
+    """Return the named preset; ``MEPO_LAB_SMOKE=1`` forces ``smoke``.
+
+    Raises ``ValueError`` naming the valid presets for an unknown name.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS["smoke" if smoke_forced() else name]()
+
+
+def _convert(value: str, target: Any, key: str) -> Any:
+    """Parse a CLI string into the type of the field's current value."""
+    kind = type(target)
+    try:
+        if isinstance(target, bool):
+            low = value.strip().lower()
+            if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(value)
+            return low in {"1", "true", "yes", "on"}
+        if isinstance(target, tuple):
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        if target is None:
+            return None if value.lower() == "none" else int(value)
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def override(preset: Preset, assignments: list[str] | dict[str, Any]) -> Preset:
+    """Return ``preset`` with dotted-key overrides applied, e.g. ``["gcl.lr=1e-3", "seeds=1,2"]``.
+
+    Keys are the dataclass field paths (``world.seed``, ``stream.m``, ``gcl.online_iter``, ``seeds``).
+    Unknown keys raise ``ValueError`` listing the valid keys of that section.
+    """
+    items = assignments.items() if isinstance(assignments, dict) else (_split(a) for a in assignments)
+    for key, value in items:
+        preset = _set(preset, key.split("."), value, key)
+    return preset
+
+
+def _split(assignment: str) -> tuple[str, str]:
+    if "=" not in assignment:
+        raise ValueError(f"override {assignment!r} must look like section.field=value, e.g. gcl.lr=1e-3")
+    key, value = assignment.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _set(obj: Any, path: list[str], value: Any, key: str) -> Any:
+    names = [f.name for f in fields(obj)]
+    if path[0] not in names:
+        raise ValueError(f"unknown setting {key!r}: valid keys here are {', '.join(names)}")
+    current = getattr(obj, path[0])
+    if len(path) > 1:
+        if not is_dataclass(current):
+            raise ValueError(f"{key!r}: {path[0]} has no sub-fields")
+        return replace(obj, **{path[0]: _set(current, path[1:], value, key)})
+    if is_dataclass(current):
+        raise ValueError(f"{key!r} is a section: set one of its fields, e.g. {key}.{fields(current)[0].name}=...")
+    new = _convert(value, current, key) if isinstance(value, str) else value
+    return replace(obj, **{path[0]: new})
+
+
+def as_dict(preset: Preset) -> dict[str, Any]:
+    """The preset as a JSON-ready dict (recorded in every run's results)."""
+    return dataclasses.asdict(preset)

@@ -1,0 +1,166 @@
+"""The online GCL runner: one pass over a Si-Blurry stream with anytime evaluation.
+
+Protocol (reference notes §2.2-2.4, the MISA/MePo trainer):
+
+* tasks in order; each task's samples in stream order, in batches of ``batch_size`` new samples
+  (a task's last batch may be smaller; batches never straddle tasks);
+* labels are remapped to exposure order (unit ``k`` = ``k``-th class seen) as each batch arrives;
+  the learner then makes ``online_iter`` updates on that batch;
+* after a batch, if ``samples_seen + len(batch) > next_eval`` the model is evaluated on every test
+  sample of the exposed classes and ``next_eval += eval_period`` (with 32-sample batches and a period
+  of 1000: evaluations at 992, 1984, 2976, … samples);
+* after each task, one more evaluation gives ``task_end_acc[t]`` and the per-class accuracies
+  ``class_acc[t, j]`` (``j`` in exposure order, 0 for classes not exposed yet);
+* A_auc, A_last, A_avg and F_last follow from those (:mod:`mepo_lab.metrics`).
+
+Callbacks are objects with any of ``on_run_start(result)``, ``on_batch(result, info)``,
+``on_eval(result)``, ``on_task_end(result, task)``, ``on_run_end(result)``; they drive live plots.
+The run record is written atomically after every evaluation when ``out_path`` is given.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mepo_lab import metrics
+from mepo_lab.config import GCLConfig
+from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
+from mepo_lab.results import RunResult
+
+
+class _Exposure:
+    """Maps original labels to exposure order as classes first appear (vectorised per batch)."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.index = np.full(n_classes, -1, np.int64)
+        self.order: list[int] = []
+
+    def update(self, y: np.ndarray) -> np.ndarray:
+        uniq, first = np.unique(y, return_index=True)
+        new = uniq[self.index[uniq] < 0]
+        if len(new):
+            new = new[np.argsort(first[self.index[uniq] < 0], kind="stable")]
+            self.index[new] = np.arange(len(self.order), len(self.order) + len(new))
+            self.order.extend(new.tolist())
+        return self.index[y]
+
+
+def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, stream) -> None:
+    for name in ("batch_size", "online_iter", "eval_period", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"gcl.{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.train_mask not in MASKS:
+        raise ValueError(f"unknown train_mask {cfg.train_mask!r}: choose one of {', '.join(MASKS)}")
+    if cfg.eval_mask not in ("none", "seen"):
+        raise ValueError(f"unknown eval_mask {cfg.eval_mask!r}: choose 'none' or 'seen'")
+    if len(stream.labels) != len(train_x):
+        raise ValueError(f"the stream was built on {len(stream.labels)} labels but train_x has {len(train_x)} "
+                         "rows: build the stream from the same training set")
+    if learner.input_kind == "features" and train_x.dtype == torch.uint8:
+        raise ValueError(f"learner {learner.name!r} expects features but got uint8 images: extract features first")
+    if learner.input_kind == "images" and train_x.dtype != torch.uint8:
+        raise ValueError(f"learner {learner.name!r} trains on uint8 images, got {train_x.dtype} features")
+
+
+@torch.no_grad()
+def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposure: _Exposure,
+             n_classes: int, cfg: GCLConfig, device: torch.device) -> tuple[float, np.ndarray]:
+    """Accuracy on the test samples of exposed classes, and per-class accuracy in exposure order.
+
+    ``class_acc[j] = correct_j / (count_j + 1e-5)`` as the reference computes it (0 with no samples);
+    the overall accuracy is NaN when no class is exposed yet.
+    """
+    mapped = exposure.index[test_y]
+    keep = np.flatnonzero(mapped >= 0)
+    if len(keep) == 0:
+        return float("nan"), np.zeros(n_classes)
+    n_seen, y = len(exposure.order), mapped[keep]
+    mask = logit_mask("seen", n_classes, n_seen, device=device) if cfg.eval_mask == "seen" else None
+    # Batch size only matters for batch-dependent models (e.g. the official alignment); others go big.
+    chunk = cfg.eval_batch_size
+    if learner.input_kind == "features" and learner.batch_independent:
+        chunk = max(chunk, 16384)
+    preds = []
+    for start in range(0, len(keep), chunk):
+        z = learner.logits(test_x[torch.from_numpy(keep[start:start + chunk])].to(device))
+        preds.append((z if mask is None else z + mask).argmax(1).cpu())
+    correct = torch.cat(preds).numpy() == y
+    counts = np.bincount(y, minlength=n_classes)
+    hits = np.bincount(y[correct], minlength=n_classes)
+    return float(correct.mean()), hits / (counts + 1e-5)
+
+
+def _emit(callbacks: Iterable[Any], event: str, *args) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, event, None)
+        if fn is not None:
+            fn(*args)
+
+
+def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray, stream,
+            cfg: GCLConfig = GCLConfig(), *, train_seed: int = 1, result: RunResult | None = None,
+            callbacks: Iterable[Any] = (), out_path: str | Path | None = None, device: str | torch.device = "cpu",
+            progress: bool = True) -> RunResult:
+    """Run ``learner`` online over ``stream`` (built on the training labels) and return the record.
+
+    ``train_x``/``test_x`` are feature tensors (float) or uint8 images, matching ``learner.input_kind``;
+    ``test_y`` holds the original test labels. ``train_seed`` seeds the learner's initialisation and
+    any randomness in its updates, separately from the stream's seed; the caller's global torch RNG is
+    left untouched.
+    """
+    _check(cfg, learner, train_x, test_x, stream)
+    device, callbacks = torch.device(device), list(callbacks)
+    n_classes, test_y = stream.n_classes, np.asarray(test_y, np.int64)
+    res = result or RunResult(method=learner.name)
+    res.stream_seed, res.train_seed, res.meta = stream.seed, train_seed, res.meta | {"learner": learner.describe()}
+    exposure, start, samples, next_eval = _Exposure(n_classes), time.perf_counter(), 0, cfg.eval_period
+    bar = tqdm(total=len(stream), desc=f"GCL {learner.name}", disable=not progress, mininterval=0.5)
+
+    def record_eval(task: int | None = None) -> None:
+        acc, cls_acc = evaluate(learner, test_x, test_y, exposure, n_classes, cfg, device)
+        if task is None:
+            res.anytime_samples.append(samples)
+            res.anytime_acc.append(acc)
+            res.anytime_class_acc.append(cls_acc.tolist())
+            res.anytime_n_seen.append(len(exposure.order))
+        else:
+            res.task_end_samples.append(samples)
+            res.task_end_acc.append(acc)
+            res.class_acc.append(cls_acc.tolist())
+        res.exposed_classes = list(exposure.order)
+        res.wall_seconds = time.perf_counter() - start
+        if out_path is not None:
+            res.save(out_path)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(train_seed)
+        learner.setup(n_classes, int(train_x.shape[1]) if train_x.ndim == 2 else 0, device)
+        _emit(callbacks, "on_run_start", res)
+        for task, indices in enumerate(stream.task_indices):
+            for b0 in range(0, len(indices), cfg.batch_size):
+                batch = indices[b0:b0 + cfg.batch_size]
+                y = torch.from_numpy(exposure.update(stream.labels[batch])).to(device)
+                ctx = StepContext(len(exposure.order), cfg.online_iter, cfg.train_mask)
+                info = learner.observe(train_x[torch.from_numpy(batch)].to(device), y, ctx)
+                samples += len(batch)
+                bar.update(len(batch))
+                _emit(callbacks, "on_batch", res, info)
+                if samples + len(batch) > next_eval:
+                    record_eval()
+                    next_eval += cfg.eval_period
+                    _emit(callbacks, "on_eval", res)
+            record_eval(task)
+            _emit(callbacks, "on_task_end", res, task)
+    bar.close()
+    # A stream shorter than one eval period has no anytime point: A_auc is then undefined (NaN).
+    res.metrics = metrics.summarize(res.anytime_acc or [float("nan")], res.task_end_acc, np.asarray(res.class_acc))
+    res.finished, res.wall_seconds = True, time.perf_counter() - start
+    if out_path is not None:
+        res.save(out_path)
+    _emit(callbacks, "on_run_end", res)
+    return res

@@ -1,0 +1,79 @@
+"""What the GCL runner asks of a learner, and the logit masks of the Si-Blurry lineage.
+
+The runner hands a learner batches whose labels are already remapped to *exposure order* (output
+unit ``k`` is the ``k``-th class seen in the stream, as in the MISA/MePo trainers). A learner owns
+its parameters and optimiser and performs ``online_iter`` updates per incoming batch.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+MASKS = ("seen", "batch", "none")
+FeatureTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StepContext:
+    """Per-batch facts a learner may use: classes exposed so far, updates per batch, mask mode."""
+
+    n_seen: int
+    online_iter: int
+    train_mask: str = "seen"
+
+
+def logit_mask(mode: str, n_classes: int, n_seen: int, y: torch.Tensor | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Additive logit mask (0 = allowed, −inf = blocked), reference notes §2.3.
+
+    ``seen``: units ``≥ n_seen`` are blocked (the trainer's exposed-class mask);
+    ``batch``: every class absent from ``y`` is blocked (MISA's batch mask);
+    ``none``: no mask (returns ``None``).
+    """
+    if mode == "none":
+        return None
+    mask = torch.full((n_classes,), float("-inf"), device=device)
+    if mode == "seen":
+        mask[:n_seen] = 0.0
+    elif mode == "batch":
+        if y is None:
+            raise ValueError("the 'batch' mask needs the batch labels y")
+        mask[y.unique()] = 0.0
+    else:
+        raise ValueError(f"unknown logit mask {mode!r}: choose one of {', '.join(MASKS)}")
+    return mask
+
+
+class Learner(ABC):
+    """Base class: ``setup`` once, then ``observe`` each stream batch, ``logits`` for evaluation.
+
+    ``input_kind`` tells the runner what to feed: ``"features"`` (cached backbone features) or
+    ``"images"`` (uint8 pixels, full forward pass).
+    """
+
+    name: str = "learner"
+    input_kind: str = "features"
+
+    @abstractmethod
+    def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
+        """Create parameters for ``n_classes`` output units on inputs of width ``in_dim``."""
+
+    @abstractmethod
+    def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """Learn from one stream batch (labels in exposure order); returns e.g. ``{"loss": ...}``."""
+
+    @abstractmethod
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, n_classes)`` for evaluation (argmax = prediction)."""
+
+    @property
+    def batch_independent(self) -> bool:
+        """Whether a sample's scores ignore its batch-mates (false under batch-statistics alignment)."""
+        return not getattr(getattr(self, "transform", None), "batch_dependent", False)
+
+    def describe(self) -> dict:
+        """JSON-ready description recorded in the results."""
+        return {"name": self.name}

@@ -1,0 +1,56 @@
+"""``finetune``: the whole backbone and a linear head trained online on images (full forward path).
+
+The naive rehearsal-free baseline: every batch updates every weight, so earlier classes are
+overwritten (catastrophic forgetting). Adam with two learning rates — ``backbone_lr`` for the ViT
+(small: the protocol's 5e-3 would wreck a pretrained backbone) and ``head_lr`` for the head — and a
+random horizontal flip as augmentation. Loss per update: ``CE(h(norm(ViT(flip(x))))_CLS + mask, y)``.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from mepo_lab.backbones import cls_features, normalize
+from mepo_lab.learners.base import Learner, StepContext, logit_mask
+
+
+class FinetuneLearner(Learner):
+    """Full online finetuning of a copy of ``backbone`` plus a linear head."""
+
+    name = "finetune"
+    input_kind = "images"
+
+    def __init__(self, backbone: torch.nn.Module, head_lr: float = 5e-3, backbone_lr: float = 1e-4) -> None:
+        self.source, self.head_lr, self.backbone_lr = backbone, head_lr, backbone_lr
+
+    def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
+        self.n_classes, self.device = n_classes, device
+        self.backbone = copy.deepcopy(self.source).to(device).train()
+        self.head = torch.nn.Linear(self.backbone.num_features, n_classes).to(device)
+        self.opt = torch.optim.Adam([
+            {"params": self.backbone.parameters(), "lr": self.backbone_lr},
+            {"params": self.head.parameters(), "lr": self.head_lr},
+        ])
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        x = normalize(x.to(self.device))
+        mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
+        self.backbone.train()
+        for _ in range(ctx.online_iter):
+            flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
+            z = self.head(cls_features(self.backbone, torch.where(flip, x.flip(-1), x)))
+            loss = F.cross_entropy(z if mask is None else z + mask, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.backbone.eval()
+        return self.head(cls_features(self.backbone, normalize(x.to(self.device))))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam"}

@@ -1,0 +1,96 @@
+"""Plots of GCL run records: anytime accuracy, per-class forgetting, metric bars with seed bands.
+
+All functions take :class:`~mepo_lab.results.RunResult` objects (or lists of them), draw on a given
+``ax`` or a new figure, and return the figure. Accuracies are shown in percent.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from mepo_lab.results import METRIC_KEYS, RunResult
+
+
+def _axes(ax, figsize=(7, 3.5)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def run_label(r: RunResult) -> str:
+    """``method / backbone`` (plus ``/ alignment`` when one is used)."""
+    return " / ".join([r.method, r.backbone] + ([r.alignment] if r.alignment != "none" else []))
+
+
+def plot_anytime(runs: RunResult | Sequence[RunResult], ax=None, boundaries: bool = True):
+    """Anytime accuracy (%) against samples seen; runs sharing a label are averaged with a ±std band.
+
+    Vertical dotted lines mark the task ends of the first run (the stream is shared across runs of the
+    same stream seed). This curve's mean is A_auc.
+    """
+    runs = [runs] if isinstance(runs, RunResult) else list(runs)
+    fig, ax = _axes(ax)
+    rows = [{"samples": s, "accuracy": 100 * a, "run": run_label(r), "seed": r.seed}
+            for r in runs for s, a in zip(r.anytime_samples, r.anytime_acc)]
+    if rows:
+        sns.lineplot(data=pd.DataFrame(rows), x="samples", y="accuracy", hue="run", errorbar="sd",
+                     ax=ax, marker="o", markersize=3)
+    if boundaries and runs:
+        for s in runs[0].task_end_samples[:-1]:
+            ax.axvline(s, color="0.6", ls=":", lw=1)
+    ax.set(xlabel="samples seen", ylabel="accuracy on exposed classes (%)", ylim=(0, 100),
+           title="anytime accuracy (dotted: task ends)")
+    return fig
+
+
+def plot_class_forgetting(run: RunResult, ax=None, max_classes: int = 100):
+    """Heatmap of per-class accuracy (%) after each task, classes in exposure order.
+
+    Reading it: a bright cell that darkens further down its column is a forgotten class; F_last is
+    the mean drop from each column's best earlier value to its last row.
+    """
+    acc = 100 * np.asarray(run.class_acc)[:, : min(max_classes, len(run.exposed_classes))]
+    fig, ax = _axes(ax, figsize=(min(14, 3 + acc.shape[1] * 0.12), 2 + 0.35 * len(acc)))
+    sns.heatmap(acc, ax=ax, vmin=0, vmax=100, cmap="viridis", cbar_kws={"label": "accuracy (%)"})
+    ax.set(xlabel="class (exposure order)", ylabel="after task", title=f"per-class accuracy — {run_label(run)}")
+    ax.set_xticks([])
+    return fig
+
+
+def plot_class_curves(run: RunResult, ax=None, classes: Sequence[int] | None = None):
+    """Per-class anytime accuracy (%) for a few classes (default: the first 8 exposed)."""
+    fig, ax = _axes(ax)
+    acc = 100 * np.asarray(run.anytime_class_acc)
+    classes = list(classes) if classes is not None else list(range(min(8, acc.shape[1] if acc.size else 0)))
+    seen = np.asarray(run.anytime_n_seen)
+    for j in classes:
+        live = seen > j
+        ax.plot(np.asarray(run.anytime_samples)[live], acc[live, j], lw=1.2, label=f"class #{j}")
+    for s in run.task_end_samples[:-1]:
+        ax.axvline(s, color="0.6", ls=":", lw=1)
+    ax.set(xlabel="samples seen", ylabel="class accuracy (%)", ylim=(-2, 102), title="per-class curves")
+    if classes:
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+    return fig
+
+
+def plot_metric_bars(rows: Sequence[dict], metrics: Sequence[str] = METRIC_KEYS, hue: str = "backbone",
+                     x: str = "method"):
+    """Bars of each metric (%) per ``x`` and ``hue``, mean over seeds with ±std error bars.
+
+    ``rows`` are the flat records of ``results.json`` (one per run and seed).
+    """
+    frame = pd.DataFrame([{**r, **{m: 100 * r[m] for m in metrics if r.get(m) is not None}} for r in rows])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.barplot(data=frame, x=x, y=metric, hue=hue, errorbar="sd", ax=ax, capsize=0.1)
+        ax.set(title=metric, ylabel="%" if metric == metrics[0] else "", xlabel="")
+        if ax is not axes[0][-1] and ax.get_legend():
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig

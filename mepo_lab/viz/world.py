@@ -1,0 +1,56 @@
+"""Pictures of the synthetic world: a class gallery and the factor grid."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mepo_lab.data.render import PALETTES, PATTERNS, SHAPES
+from mepo_lab.data.synthetic import SyntheticWorld, describe
+
+
+def plot_gallery(world: SyntheticWorld, classes: Sequence[int] | None = None, per_class: int = 6,
+                 split: str = "train"):
+    """A grid of ``per_class`` instances (columns) for each world class id (rows).
+
+    Default classes: the first 8 downstream classes. Titles give the class' factor description.
+    """
+    classes = list(classes) if classes is not None else world.downstream_classes[:8].tolist()
+    ids = np.repeat(classes, per_class)
+    images = world.render_instances(ids, np.tile(np.arange(per_class), len(classes)), split)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.1 * per_class + 2.2, 1.1 * len(classes)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.imshow(images[k].transpose(1, 2, 0), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k % per_class == 0:
+            ax.set_ylabel(f"{ids[k]}: {describe(ids[k])}", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("synthetic world: one class per row, nuisance varies along the row", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_factors(world: SyntheticWorld, split: str = "train"):
+    """One instance of every shape (row 1), pattern (row 2) and palette (row 3), others held fixed."""
+    n = max(len(SHAPES), len(PATTERNS), len(PALETTES))
+    fig, axes = plt.subplots(3, n, figsize=(1.2 * n, 4.0), squeeze=False)
+    rows = [
+        ("shape", [(s * len(PATTERNS) + 1) * len(PALETTES) + 2 for s in range(len(SHAPES))], SHAPES),
+        ("pattern", [(2 * len(PATTERNS) + p) * len(PALETTES) + 2 for p in range(len(PATTERNS))], PATTERNS),
+        ("palette", [(2 * len(PATTERNS) + 1) * len(PALETTES) + q for q in range(len(PALETTES))],
+         [p[0] for p in PALETTES]),
+    ]
+    for r, (title, ids, names) in enumerate(rows):
+        images = world.render_instances(np.asarray(ids), np.zeros(len(ids), np.int64), split)
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(ids):
+                ax.imshow(images[c].transpose(1, 2, 0), interpolation="nearest")
+                ax.set_title(names[c], fontsize=7)
+        axes[r, 0].text(-0.35, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center")
+    fig.suptitle("the three factors of a class (8 shapes × 6 patterns × 8 palettes = 384 classes)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mepo_lab.cli import build_parser, main
+from mepo_lab.results import METRIC_KEYS
+
+
+def test_stream_command_prints_reference_task_sizes(tmp_path, capsys):
+    out = tmp_path / "raster.png"
+    main(["stream", "--n", "50", "--m", "10", "--n-tasks", "5", "--seed", "1", "--classes", "100",
+          "--per-class", "500", "--out", str(out)])
+    text = capsys.readouterr().out
+    for size in ("6500", "3000", "10264", "22000", "8236"):
+        assert size in text
+    assert out.stat().st_size > 1000
+
+
+def test_stream_flags_come_from_the_dataclass():
+    args = build_parser().parse_args(["stream", "--no-stochastic", "--n-tasks", "4"])
+    assert args.stochastic is False and args.n_tasks == 4 and args.m == 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["stream", "--n", "140"], "n must be in [0, 100], got 140"),
+    (["stream", "--set", "world.colour=1"], "unknown setting 'world.colour'"),
+    (["bench", "--only", "warp"], "unknown benchmark(s) warp"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_unknown_preset_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--preset", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_quickstart_smoke_writes_results_and_figures(tmp_path, smoke_home, monkeypatch):
+    monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
+    out = tmp_path / "qs"
+    main(["quickstart", "--preset", "cpu", "--out", str(out), "--data-home", str(smoke_home), "--no-progress"])
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["backbone"]) for r in rows} == {
+        (m, b) for m in ("linear", "ncm") for b in ("pretrained", "random")}
+    for row in rows:
+        assert {"method", "backbone", "alignment", "seed", *METRIC_KEYS, "wall_seconds"} <= set(row)
+        assert row["alignment"] == "none" and 0 <= row["A_last"] <= 1
+    for name in ("anytime_accuracy", "class_forgetting", "stream_raster", "metrics"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    assert len(list((out / "runs").glob("*.json"))) == len(rows)
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "mepo_lab.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "mepo_lab 0.1.0" in result.stdout
