@@ -50,7 +50,7 @@ class MicroViTConfig:
 class PretrainConfig:
     """Supervised pretraining of the micro ViT on the pretraining classes (AdamW, cosine schedule)."""
 
-    epochs: float = 3.0
+    epochs: float = 4.5
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -125,6 +125,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
         acc, cls_acc = evaluate(learner, test_x, test_y, exposure, n_classes, cfg, device)
         if task is None:
             res.anytime_samples.append(samples)
+            res.anytime_points.append(next_eval)
             res.anytime_acc.append(acc)
             res.anytime_class_acc.append(cls_acc.tolist())
             res.anytime_n_seen.append(len(exposure.order))

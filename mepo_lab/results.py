@@ -29,7 +29,8 @@ class RunResult:
     seed: int = 1
     stream_seed: int = 1
     train_seed: int = 1
-    anytime_samples: list[int] = field(default_factory=list)
+    anytime_samples: list[int] = field(default_factory=list)  # samples seen at each evaluation
+    anytime_points: list[int] = field(default_factory=list)  # the scheduled point (1000, 2000, ...)
     anytime_acc: list[float] = field(default_factory=list)
     anytime_class_acc: list[list[float]] = field(default_factory=list)
     anytime_n_seen: list[int] = field(default_factory=list)

@@ -56,24 +56,23 @@ class LinearLearner(Learner):
         f = self._features(x).float()
         f1 = torch.cat([f, torch.ones(len(f), 1, device=f.device)], 1)  # append the bias input
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
-        rows = torch.arange(len(y), device=f.device)
+        target = torch.nn.functional.one_hot(y, self.n_classes).to(f.dtype)
         for _ in range(ctx.online_iter):
             z = f1 @ self.theta.T
             if mask is not None:
-                z = z + mask
+                z += mask
             logp = torch.log_softmax(z, 1)
-            grad_z = logp.exp()
-            grad_z[rows, y] -= 1.0
-            self._adam_step(grad_z.T @ f1 / len(y))
-        return {"loss": -logp[rows, y].mean()}
+            grad_z = logp.exp_().sub_(target)  # softmax − onehot (logp is not needed again here)
+            self._adam_step(grad_z.T @ f1, 1.0 / len(y))
+        return {"loss": -(torch.log_softmax(z, 1) * target).sum() / len(y)}
 
-    def _adam_step(self, grad: torch.Tensor) -> None:
+    def _adam_step(self, grad: torch.Tensor, scale: float) -> None:
+        """``torch.optim.Adam``'s update with the gradient ``scale · grad`` (same operation order)."""
         (b1, b2), self.t = self.betas, self.t + 1
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        step = self.lr / (1 - b1 ** self.t)
-        denom = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
-        self.theta.addcdiv_(self.m, denom, value=-step)
+        self.m.mul_(b1).add_(grad, alpha=(1 - b1) * scale)
+        self.v.mul_(b2).addcmul_(grad, grad, value=(1 - b2) * scale * scale)
+        denom = self.v.sqrt().div_((1 - b2 ** self.t) ** 0.5).add_(self.eps)
+        self.theta.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.t))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

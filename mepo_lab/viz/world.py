@@ -54,3 +54,17 @@ def plot_factors(world: SyntheticWorld, split: str = "train"):
     fig.suptitle("the three factors of a class (8 shapes × 6 patterns × 8 palettes = 384 classes)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_training_curve(log: Sequence[dict], ax=None):
+    """Pretraining loss and batch accuracy against epochs, from a backbone's ``info["log"]``."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3))
+    epochs = [e["epoch"] for e in log]
+    ax.plot(epochs, [e["loss"] for e in log], color="C0", label="loss")
+    ax.set(xlabel="epoch", ylabel="cross-entropy", title="micro-ViT pretraining")
+    twin = ax.twinx()
+    twin.plot(epochs, [100 * e["acc"] for e in log], color="C1", label="batch accuracy")
+    twin.set_ylabel("batch accuracy (%)")
+    ax.figure.legend(loc="upper center", ncol=2, fontsize=8)
+    return ax.figure
