@@ -50,7 +50,7 @@ class _Exposure:
         return self.index[y]
 
 
-def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, stream) -> None:
+def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, test_y, stream) -> None:
     for name in ("batch_size", "online_iter", "eval_period", "eval_batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"gcl.{name} must be at least 1, got {getattr(cfg, name)}")
@@ -61,6 +61,9 @@ def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, stream) -> None:
     if len(stream.labels) != len(train_x):
         raise ValueError(f"the stream was built on {len(stream.labels)} labels but train_x has {len(train_x)} "
                          "rows: build the stream from the same training set")
+    if tuple(test_x.shape[1:]) != tuple(train_x.shape[1:]) or len(test_x) != len(test_y):
+        raise ValueError(f"test_x {tuple(test_x.shape)} / test_y ({len(test_y)}) do not match train_x "
+                         f"{tuple(train_x.shape)}: use the same backbone and one label per test sample")
     if learner.input_kind == "features" and train_x.dtype == torch.uint8:
         raise ValueError(f"learner {learner.name!r} expects features but got uint8 images: extract features first")
     if learner.input_kind == "images" and train_x.dtype != torch.uint8:
@@ -113,7 +116,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     any randomness in its updates, separately from the stream's seed; the caller's global torch RNG is
     left untouched.
     """
-    _check(cfg, learner, train_x, test_x, stream)
+    _check(cfg, learner, train_x, test_x, test_y, stream)
     device, callbacks = torch.device(device), list(callbacks)
     n_classes, test_y = stream.n_classes, np.asarray(test_y, np.int64)
     res = result or RunResult(method=learner.name)

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import (backbone_state, cls_features, create_micro_vit, normalize,
-                                pick_device, weights_hash)
+from mepo_lab.backbones import backbone_state, create_micro_vit, normalize, pick_device, weights_hash
 from mepo_lab.config import Preset
 from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
 
@@ -154,6 +153,3 @@ def evaluate_classifier(model: torch.nn.Module, images: np.ndarray, targets: np.
         correct += int((pred == targets[start:start + batch_size]).sum())
     return correct / max(1, len(targets))
 
-
-__all__ = ["Backbone", "cache_key", "pretrained_backbone", "random_backbone", "train_classifier",
-           "evaluate_classifier", "cls_features"]

@@ -141,4 +141,7 @@ def test_mismatched_inputs_are_named():
     with pytest.raises(ValueError, match="stream was built on 240 labels but train_x has 10 rows"):
         run_gcl(make_learner("linear"), x[:10], xte, yte, stream)
     with pytest.raises(ValueError, match="expects features but got uint8 images"):
-        run_gcl(make_learner("linear"), torch.zeros(240, 3, 8, 8, dtype=torch.uint8), xte, yte, stream)
+        images = torch.zeros(240, 3, 8, 8, dtype=torch.uint8)
+        run_gcl(make_learner("linear"), images, images[:len(yte)], yte, stream)
+    with pytest.raises(ValueError, match=r"test_x \(60, 4\) / test_y \(60\) do not match train_x \(240, 8\)"):
+        run_gcl(make_learner("linear"), x, xte[:, :4], yte, stream)

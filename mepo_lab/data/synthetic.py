@@ -176,8 +176,8 @@ class SyntheticWorld:
         """The identity of :meth:`dataset`'s result without rendering it (used as a cache key)."""
         cfg, n = self.config, len(self.classes(role))
         per_class = self._per_class(role, split, per_class)
-        return (f"synthetic-v{WORLD_VERSION}(seed={cfg.seed},size={cfg.image_size},down={cfg.n_downstream_classes},"
-                f"{role},{split},{per_class}/class,{n}cls)")
+        return (f"synthetic-v{WORLD_VERSION}(seed={cfg.seed},size={cfg.image_size},"
+                f"down={cfg.n_downstream_classes},{role},{split},{per_class}/class,{n}cls)")
 
 
 def _take(nz: Nuisance, index: np.ndarray) -> Nuisance:

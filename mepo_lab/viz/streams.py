@@ -2,11 +2,12 @@
 
 Inputs come from :func:`mepo_lab.stream_stats.stream_statistics` — Si-Blurry (Moon et al., ICCV
 2023, MVP) as implemented in the MISA/MePo ``utils/onlinesampler.py``. Every function returns a
-matplotlib ``Axes`` or ``Figure`` and never calls ``plt.show()``; new figures are plain
-``matplotlib.figure.Figure`` objects (not registered with pyplot), so a notebook shows them once.
+matplotlib ``Axes`` or ``Figure`` and never calls ``plt.show()``; new figures are made with pyplot,
+like every plot of the lab, so ``plt.show()`` in a notebook cell displays them.
 """
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -21,7 +22,7 @@ DISJOINT_COLOR, BLURRY_COLOR, POOLED_COLOR = "tab:blue", "tab:orange", "tab:red"
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
-    return Figure(figsize=figsize, layout="constrained").add_subplot() if ax is None else ax
+    return plt.subplots(figsize=figsize, layout="constrained")[1] if ax is None else ax
 
 
 def _task_lines(ax: Axes, stats: StreamStatistics) -> None:
@@ -107,7 +108,7 @@ def plot_stream_overview(stream: Stream, stats: StreamStatistics | None = None) 
     ``utils/onlinesampler.py``. ``stats`` defaults to ``stream_statistics(stream)``.
     """
     stats = stream_statistics(stream) if stats is None else stats
-    fig = Figure(figsize=(11, 8), layout="constrained")
+    fig = plt.figure(figsize=(11, 8), layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=(1.3, 1))
     plot_stream_raster(stats, fig.add_subplot(grid[0, :]))
     plot_task_histograms(stats, fig.add_subplot(grid[1, 0]))

@@ -61,10 +61,10 @@ def plot_training_curve(log: Sequence[dict], ax=None):
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3))
     epochs = [e["epoch"] for e in log]
-    ax.plot(epochs, [e["loss"] for e in log], color="C0", label="loss")
+    (loss,) = ax.plot(epochs, [e["loss"] for e in log], color="C0", label="loss")
     ax.set(xlabel="epoch", ylabel="cross-entropy", title="micro-ViT pretraining")
     twin = ax.twinx()
-    twin.plot(epochs, [100 * e["acc"] for e in log], color="C1", label="batch accuracy")
+    (acc,) = twin.plot(epochs, [100 * e["acc"] for e in log], color="C1", label="batch accuracy")
     twin.set_ylabel("batch accuracy (%)")
-    ax.figure.legend(loc="upper center", ncol=2, fontsize=8)
+    ax.legend(handles=[loss, acc], loc="center right", fontsize=8)
     return ax.figure
