@@ -7,12 +7,15 @@ The feature is MePo's: the CLS token after the final LayerNorm, ``forward_featur
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from mepo_lab import paths
 from mepo_lab.config import MicroViTConfig
 
 # Input normalisation of the synthetic world ("dataset statistics", the Si-Blurry convention).
@@ -69,6 +72,48 @@ def weights_hash(model_or_state: torch.nn.Module | dict, n: int = 16) -> str:
 def backbone_state(model: VisionTransformer) -> dict[str, torch.Tensor]:
     """The head-less state dict (keys starting with ``head.`` dropped), as MePo releases them."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+def save_mepo_backbone(model: torch.nn.Module, path: str | Path) -> Path:
+    """Save ``model``'s head-less state dict, the format of the released MePo checkpoints (§4).
+
+    A plain ``OrderedDict`` of tensors (no wrapper, no ``module.`` prefix, keys starting with
+    ``head.`` dropped), written atomically with ``torch.save``.
+    """
+    state = OrderedDict(backbone_state(model))
+    return paths.atomic_write(path, lambda h: torch.save(state, h))
+
+
+def load_mepo_backbone(path: str | Path, arch: str | torch.nn.Module = "vit_base_patch16_224",
+                       **timm_kwargs) -> torch.nn.Module:
+    """Load a MePo checkpoint into a head-less timm ViT (``arch`` name) or into a given module.
+
+    Keys starting with ``head.`` are dropped, as the reference does; any other missing or unexpected
+    key raises one ``ValueError`` that lists them all. With a name, the model is built by
+    ``timm.create_model(arch, pretrained=False, num_classes=0, **timm_kwargs)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no MePo checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    if isinstance(arch, str):
+        import timm
+
+        arch = timm.create_model(arch, pretrained=False, num_classes=0, **timm_kwargs)
+    expected = {k for k in arch.state_dict() if not k.startswith("head.")}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit {type(arch).__name__}: missing keys {missing or 'none'}; "
+                         f"unexpected keys {unexpected or 'none'}. Pass the architecture the checkpoint "
+                         "was saved from (arch=... and its timm kwargs)")
+    try:
+        arch.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches: same keys, another architecture
+        raise ValueError(f"{path} does not fit {type(arch).__name__}: {err}".split("\n\t")[0]) from None
+    return arch.eval()
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -89,7 +89,7 @@ def bench_backbone(preset: Preset, data_home=None, **_) -> list[dict]:
     """Micro-ViT pretraining time (as recorded when it was trained) and linear-probe accuracies."""
     from mepo_lab.pretrain import pretrained_backbone, random_backbone
     from mepo_lab.probe import linear_probe
-    from mepo_lab.quickstart import world_features
+    from mepo_lab.experiment import world_features
 
     pre = pretrained_backbone(preset, data_home, progress=False)
     rows = [_row(f"micro-ViT pretraining ({preset.name})", pre.info["seconds"], 180.0, "s", True,

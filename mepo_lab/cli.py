@@ -1,6 +1,6 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
-Subcommands: ``quickstart``, ``stream``, ``pretrain``, ``bench``. Every preset field can be set with
+Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``bench``. Every preset field can be set with
 ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields.
 Errors in the input print one line (``mepo-lab: error: ...``) and exit with status 2.
@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=int, default=500)
     s.add_argument("--out", default="stream_raster.png", help="where to save the raster (PNG)")
 
+    g = sub.add_parser("gcl", help="one learner / backbone / alignment over the preset's seeds")
+    _common(g)
+    g.add_argument("--learner", default="linear", help="linear | ncm (feature-cached learners)")
+    g.add_argument("--backbone", default="pretrained", choices=["random", "pretrained", "mepo"])
+    g.add_argument("--align", default=None, choices=["none", "official", "corrected"],
+                   help="MePo output alignment (default: the preset's align.mode)")
+    g.add_argument("--alpha", type=float, default=None, help="alignment weight α in [0, 1]")
+    g.add_argument("--out", default="runs/gcl", help="output folder (results.json, figures)")
+
+    r = sub.add_parser("refine", help="MePo meta post-refinement of the pretrained micro ViT (resumable)")
+    _common(r)
+
     p = sub.add_parser("pretrain", help="pretrain (or load from cache) the micro ViT and report it")
     _common(p)
     p.add_argument("--force", action="store_true", help="retrain even if cached")
@@ -103,6 +115,32 @@ def cmd_quickstart(args) -> None:
           f"in {result['seconds']:.1f} s")
 
 
+def cmd_gcl(args) -> None:
+    from mepo_lab.experiment import run_grid
+    from mepo_lab.quickstart import save_figures
+    from mepo_lab.results import aggregate, format_table
+
+    preset = _preset(args)
+    align = args.align or preset.align.mode
+    if args.alpha is not None:
+        preset = override(preset, {"align.alpha": args.alpha})
+    runs, rows = run_grid(preset, [(args.learner, args.backbone, align)], args.out, data_home=args.data_home,
+                          progress=args.progress)
+    save_figures(runs, rows, Path(args.out), preset)
+    print(format_table(aggregate(rows)))
+    print(f"wrote {Path(args.out) / 'results.json'}")
+
+
+def cmd_refine(args) -> None:
+    from mepo_lab.mepo.pipeline import mepo_backbone
+
+    bb = mepo_backbone(_preset(args), args.data_home, progress=args.progress)
+    last = bb.info["log"][-1]
+    print(f"MePo backbone {bb.weights_hash} after {bb.info['meta_epoch']} meta-epochs ({bb.info['seconds']:.0f} s): "
+          f"last group: sequential acc {100 * last['seq_acc']:.1f}%, joint acc {100 * last['joint_acc']:.1f}%; "
+          f"checkpoints in {bb.info['folder']}")
+
+
 def cmd_pretrain(args) -> None:
     from mepo_lab.pretrain import pretrained_backbone
 
@@ -120,7 +158,8 @@ def cmd_bench(args) -> None:
     print(format_report(report))
 
 
-COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "pretrain": cmd_pretrain, "bench": cmd_bench}
+COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
+            "pretrain": cmd_pretrain, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,49 @@ class GCLConfig:
 
 
 @dataclass(frozen=True)
+class MePoConfig:
+    """MePo meta post-refinement (reference notes §1.2-1.5); defaults are the official values.
+
+    ``fidelity`` chooses the value of every switch left at ``None``: ``"official"`` reproduces the
+    reference code, ``"corrected"`` fixes its documented discrepancies (see docs/fidelity.md and
+    :func:`mepo_lab.mepo.switches.resolve`). ``head_reset`` (zapping) is an ablation, not a fix.
+    """
+
+    fidelity: str = "official"
+    group_size: int = 100  # classes per meta-iteration
+    tasks_per_group: int = 50  # pseudo tasks per group (2 classes each)
+    samples_per_class: int = 200  # images per class, drawn afresh for every pseudo task
+    inner_epochs: int = 4  # epochs per pseudo task (hard-coded 4 in the reference)
+    batch_size: int = 256
+    backbone_lr: float = 1e-4
+    head_lr: float = 1e-2
+    momentum: float = 0.9
+    meta_lr: float = 0.1  # eta of the Reptile step (the reference's `-inner_lr` flag)
+    meta_epochs: int = 5  # the Sup-21K checkpoint used downstream is meta-epoch 5
+    n_repeats: int = 1  # the reference's `-num_inner_steps`
+    head_reset: str = "none"  # none | per_sequence | per_task  (zapping)
+    logit_mask: str | None = None  # multiply (official) | neg_inf | current_task
+    optimizer_state: str | None = None  # persist (official) | reset
+    class_index: str | None = None  # double (official: permutation applied twice) | direct
+    joint_set: str | None = None  # independent (official: fresh draw) | union (the pseudo tasks' images)
+    joint_augment: bool | None = None  # False (official: test transform) | True
+    repeats: str | None = None  # nested (official) | restart (each repeat restarts from theta_0)
+    cov_samples_per_class: int = 200
+    cov_augment: bool | None = None  # True (official: train transform) | False (clean images)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Output alignment in downstream GCL (reference notes §1.6): ``mode`` none | official | corrected."""
+
+    mode: str = "none"
+    alpha: float = 0.5
+    ridge: float = 1e-4
+    official_singleton: str = "raise"  # raise (the reference's crash) | skip (FlyGCL's guard)
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything one run of the lab needs, by concern."""
 
@@ -93,6 +136,8 @@ class Preset:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     gcl: GCLConfig = field(default_factory=GCLConfig)
+    mepo: MePoConfig = field(default_factory=MePoConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     seeds: tuple[int, ...] = (1, 2, 3)
     device: str = "auto"
     feature_batch_size: int = 512
@@ -107,13 +152,18 @@ def _smoke() -> Preset:
         pretrain=PretrainConfig(epochs=1.0, batch_size=128, lr=3e-3),
         stream=StreamConfig(n_tasks=3),
         gcl=GCLConfig(eval_period=100, online_iter=1),
+        mepo=MePoConfig(group_size=8, tasks_per_group=4, samples_per_class=6, inner_epochs=1, batch_size=12,
+                        backbone_lr=1e-3, meta_lr=0.5, meta_epochs=2, cov_samples_per_class=6),
         seeds=(1,),
         feature_batch_size=256,
     )
 
 
 def _cpu() -> Preset:
-    return Preset(name="cpu")
+    # MePo scaled to the synthetic world: 40-class groups cut into 20 pseudo tasks of 2 classes.
+    return Preset(name="cpu", mepo=MePoConfig(group_size=40, tasks_per_group=20, samples_per_class=24,
+                                              batch_size=48, backbone_lr=1e-3, meta_lr=0.5, meta_epochs=3,
+                                              cov_samples_per_class=50))
 
 
 def _colab() -> Preset:
@@ -150,22 +200,23 @@ def get_preset(name: str = "cpu") -> Preset:
     return PRESETS["smoke" if smoke_forced() else name]()
 
 
-def _convert(value: str, target: Any, key: str) -> Any:
-    """Parse a CLI string into the type of the field's current value."""
-    kind = type(target)
+def _convert(value: str, annotation: str, key: str) -> Any:
+    """Parse a CLI string by the field's annotation (``"int"``, ``"str | None"``, ``"tuple[int, ...]"``)."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if "None" in kinds and value.strip().lower() == "none":
+        return None
+    kind = next(k for k in kinds if k != "None")
     try:
-        if isinstance(target, bool):
+        if kind == "bool":
             low = value.strip().lower()
             if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
                 raise ValueError(value)
             return low in {"1", "true", "yes", "on"}
-        if isinstance(target, tuple):
+        if kind.startswith("tuple"):
             return tuple(int(v) for v in value.split(",") if v.strip())
-        if target is None:
-            return None if value.lower() == "none" else int(value)
-        return kind(value)
+        return {"int": int, "float": float, "str": str}[kind](value)
     except ValueError:
-        raise ValueError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+        raise ValueError(f"{key}={value!r} is not a valid {kind}") from None
 
 
 def override(preset: Preset, assignments: list[str] | dict[str, Any]) -> Preset:
@@ -191,14 +242,14 @@ def _set(obj: Any, path: list[str], value: Any, key: str) -> Any:
     names = [f.name for f in fields(obj)]
     if path[0] not in names:
         raise ValueError(f"unknown setting {key!r}: valid keys here are {', '.join(names)}")
-    current = getattr(obj, path[0])
+    current, annotation = getattr(obj, path[0]), next(f.type for f in fields(obj) if f.name == path[0])
     if len(path) > 1:
         if not is_dataclass(current):
             raise ValueError(f"{key!r}: {path[0]} has no sub-fields")
         return replace(obj, **{path[0]: _set(current, path[1:], value, key)})
     if is_dataclass(current):
         raise ValueError(f"{key!r} is a section: set one of its fields, e.g. {key}.{fields(current)[0].name}=...")
-    new = _convert(value, current, key) if isinstance(value, str) else value
+    new = _convert(value, annotation, key) if isinstance(value, str) else value
     return replace(obj, **{path[0]: new})
 
 

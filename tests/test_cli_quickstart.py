@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from mepo_lab.cli import build_parser, main
+from mepo_lab.quickstart import QUICKSTART_GRID
 from mepo_lab.results import METRIC_KEYS
 
 
@@ -47,12 +48,13 @@ def test_quickstart_smoke_writes_results_and_figures(tmp_path, smoke_home, monke
     out = tmp_path / "qs"
     main(["quickstart", "--preset", "cpu", "--out", str(out), "--data-home", str(smoke_home), "--no-progress"])
     rows = json.loads((out / "results.json").read_text())
-    assert {(r["method"], r["backbone"]) for r in rows} == {
-        (m, b) for m in ("linear", "ncm") for b in ("pretrained", "random")}
+    assert {(r["method"], r["backbone"], r["alignment"]) for r in rows} == set(QUICKSTART_GRID)
+    assert {r["backbone"] for r in rows} == {"random", "pretrained", "mepo"}
+    assert {r["alignment"] for r in rows} == {"none", "official", "corrected"}
     for row in rows:
         assert {"method", "backbone", "alignment", "seed", *METRIC_KEYS, "wall_seconds"} <= set(row)
-        assert row["alignment"] == "none" and 0 <= row["A_last"] <= 1
-    for name in ("anytime_accuracy", "class_forgetting", "stream_raster", "metrics"):
+        assert 0 <= row["A_last"] <= 1
+    for name in ("anytime_accuracy", "class_forgetting", "stream_raster", "metrics", "mepo"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert len(list((out / "runs").glob("*.json"))) == len(rows)
 
@@ -60,3 +62,14 @@ def test_quickstart_smoke_writes_results_and_figures(tmp_path, smoke_home, monke
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "mepo_lab.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "mepo_lab 0.1.0" in result.stdout
+
+
+def test_gcl_command_with_mepo_and_alignment(tmp_path, smoke_home, monkeypatch):
+    monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
+    out = tmp_path / "gcl"
+    main(["gcl", "--backbone", "mepo", "--align", "corrected", "--alpha", "0.3", "--out", str(out),
+          "--data-home", str(smoke_home), "--no-progress"])
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["backbone"], r["alignment"]) for r in rows] == [("mepo", "corrected")]
+    run = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert run["meta"]["alpha"] == 0.3

@@ -44,3 +44,17 @@ def test_override_parses_by_field_type(assignment, path, expected, monkeypatch):
 def test_bad_override_is_one_clear_error(assignment, message):
     with pytest.raises(ValueError, match=message):
         override(get_preset("cpu"), [assignment])
+
+
+@pytest.mark.parametrize("assignment, path, expected", [
+    ("mepo.logit_mask=neg_inf", ("mepo", "logit_mask"), "neg_inf"),
+    ("mepo.logit_mask=none", ("mepo", "logit_mask"), None),
+    ("mepo.cov_augment=false", ("mepo", "cov_augment"), False),
+    ("align.alpha=0.25", ("align", "alpha"), 0.25),
+    ("world.max_pretrain_classes=none", ("world", "max_pretrain_classes"), None),
+])
+def test_override_optional_fields(assignment, path, expected):
+    value = override(get_preset("cpu"), [assignment])
+    for part in path:
+        value = getattr(value, part)
+    assert value == expected

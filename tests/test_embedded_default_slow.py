@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 def cpu_features():
     """The cpu preset's backbones and features (cached in the default data home)."""
     from mepo_lab.pretrain import pretrained_backbone, random_backbone
-    from mepo_lab.quickstart import world_features
+    from mepo_lab.experiment import world_features
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MEPO_LAB_SMOKE", raising=False)
@@ -29,7 +29,7 @@ def test_pretraining_beats_random_init_on_linear_probe_by_20_points(cpu_features
 
 
 def test_forgetting_is_visible_and_pretraining_helps_online(cpu_features):
-    from mepo_lab.quickstart import run_on_features
+    from mepo_lab.experiment import run_on_features
 
     preset, feats = cpu_features
     pre = run_on_features(preset, "linear", feats["pretrained"], seed=1, progress=False)

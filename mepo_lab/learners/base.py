@@ -69,6 +69,20 @@ class Learner(ABC):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(B, n_classes)`` for evaluation (argmax = prediction)."""
 
+    def train_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``g(x)`` for a training batch: the transform's running statistics (if any) see it first."""
+        transform = getattr(self, "transform", None)
+        if transform is None:
+            return x
+        if hasattr(transform, "update"):
+            transform.update(x)
+        return transform(x)
+
+    def eval_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``g(x)`` for evaluation: the transform with its statistics frozen."""
+        transform = getattr(self, "transform", None)
+        return x if transform is None else transform(x)
+
     @property
     def batch_independent(self) -> bool:
         """Whether a sample's scores ignore its batch-mates (false under batch-statistics alignment)."""

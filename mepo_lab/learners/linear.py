@@ -49,11 +49,8 @@ class LinearLearner(Learner):
     def bias(self) -> torch.Tensor:
         return self.theta[:, -1]
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x) if self.transform is not None else x
-
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        f = self._features(x).float()
+        f = self.train_features(x).float()
         f1 = torch.cat([f, torch.ones(len(f), 1, device=f.device)], 1)  # append the bias input
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         target = torch.nn.functional.one_hot(y, self.n_classes).to(f.dtype)
@@ -76,7 +73,7 @@ class LinearLearner(Learner):
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x).float() @ self.weight.T + self.bias
+        return self.eval_features(x).float() @ self.weight.T + self.bias
 
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "optimizer": "Adam", "betas": list(self.betas),

@@ -32,12 +32,9 @@ class NCMLearner(Learner):
         self.counts = torch.zeros(n_classes, dtype=torch.float64, device=device)
         self._prototypes: torch.Tensor | None = None
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x) if self.transform is not None else x
-
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         onehot = torch.nn.functional.one_hot(y, len(self.counts)).to(torch.float64)
-        self.sums += onehot.T @ self._features(x).to(torch.float64)
+        self.sums += onehot.T @ self.train_features(x).to(torch.float64)
         self.counts += onehot.sum(0)
         self._prototypes = None
         return {}
@@ -52,7 +49,7 @@ class NCMLearner(Learner):
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        f, means = self._features(x).float(), self.prototypes()
+        f, means = self.eval_features(x).float(), self.prototypes()
         if self.metric == "cosine":
             scores = F.normalize(f, dim=1) @ means.T
         else:

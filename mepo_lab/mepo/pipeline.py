@@ -1,0 +1,77 @@
+"""MePo on the embedded default, cached: pretrained micro ViT → refined backbone → meta covariance.
+
+``<data home>/mepo/<key>/`` holds one refinement (``meta_0.pth`` … ``meta_E.pth``, ``state.pt``,
+``info.json``) and its covariance ``cov_meta_E.npy``; ``key`` hashes the input backbone, the world and
+the resolved MePo configuration (``meta_epochs`` excluded, so asking for more meta-epochs resumes).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from mepo_lab import paths
+from mepo_lab.backbones import create_micro_vit, load_mepo_backbone, pick_device, weights_hash
+from mepo_lab.config import Preset
+from mepo_lab.covariance import load_covariance, meta_covariance, save_covariance
+from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
+from mepo_lab.mepo.prototypes import class_prototypes
+from mepo_lab.mepo.refine import MetaRefiner, read_info
+from mepo_lab.mepo.switches import resolve
+from mepo_lab.pretrain import Backbone, pretrained_backbone
+
+
+def mepo_folder(preset: Preset, source: Backbone, data_home: str | Path | None = None) -> Path:
+    """Where the refinement of ``source`` under ``preset.mepo`` lives."""
+    cfg = {k: v for k, v in asdict(resolve(preset.mepo)).items() if k not in ("meta_epochs", "cov_augment",
+                                                                                 "cov_samples_per_class")}
+    blob = json.dumps([source.weights_hash, WORLD_VERSION, asdict(preset.world), cfg], sort_keys=True)
+    return paths.subdir("mepo", data_home) / hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source: Backbone | None = None,
+                  meta_epoch: int | None = None, progress: bool = True,
+                  callbacks: Iterable[Any] = ()) -> Backbone:
+    """The MePo-refined backbone after ``meta_epoch`` (default ``preset.mepo.meta_epochs``) meta-epochs.
+
+    Loads ``meta_{E}.pth`` when present; otherwise refines (resuming a killed run) and saves it.
+    ``source`` defaults to the cached pretrained micro ViT of ``preset``.
+    """
+    source = source or pretrained_backbone(preset, data_home, progress=progress)
+    folder, epochs = mepo_folder(preset, source, data_home), meta_epoch or preset.mepo.meta_epochs
+    path = folder / f"meta_{epochs}.pth"
+    if not path.exists():
+        world = SyntheticWorld(preset.world)
+        data = world.dataset("pretrain", "train")
+        refiner = MetaRefiner(copy.deepcopy(source.model), data.images, data.targets, preset.mepo, folder,
+                              device=pick_device(preset.device))
+        refiner.resume()
+        refiner.run(epochs, callbacks=callbacks, progress=progress)
+    model = load_mepo_backbone(path, create_micro_vit(preset.vit, preset.world.image_size))
+    info = read_info(folder) | {"folder": str(folder), "meta_epoch": epochs, "source": source.weights_hash}
+    return Backbone(model, "mepo", weights_hash(model), info)
+
+
+def covariance_for(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
+                   progress: bool = True) -> np.ndarray:
+    """The meta covariance ``Σ_pre`` of ``backbone`` over the pretraining classes' prototypes, cached.
+
+    Prototypes use ``mepo.cov_samples_per_class`` images per class, augmented or clean per
+    ``mepo.cov_augment`` (official: augmented).
+    """
+    cfg = resolve(preset.mepo)
+    tag = f"{backbone.weights_hash}-{cfg.cov_samples_per_class}-{'aug' if cfg.cov_augment else 'clean'}"
+    path = paths.subdir("covariance", data_home) / f"cov_{tag}.npy"
+    if path.exists():
+        return load_covariance(path, dim=backbone.feature_dim)
+    data = SyntheticWorld(preset.world).dataset("pretrain", "train")
+    protos = class_prototypes(backbone.model, data.images, data.targets, per_class=cfg.cov_samples_per_class,
+                              augment=cfg.cov_augment, seed=cfg.seed, device=preset.device, progress=progress)
+    cov = meta_covariance(protos)
+    save_covariance(path, cov)
+    return cov

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
+from mepo_lab.config import GCLConfig
+from mepo_lab.experiment import get_backbone, make_transform
+from mepo_lab.gcl import run_gcl
+from mepo_lab.learners import make_learner
+from mepo_lab.streams import si_blurry
+
+
+def clustered(n_classes=5, per_class=40, dim=6, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim)) * 3
+    y = rng.permutation(np.repeat(np.arange(n_classes), per_class))
+    yte = np.repeat(np.arange(n_classes), 10)
+    f = lambda lab: torch.tensor(centres[lab] + rng.normal(size=(len(lab), dim)), dtype=torch.float32)  # noqa
+    return f(y), y, f(yte), yte, np.cov(centres, rowvar=False) + 0.1 * np.eye(dim)
+
+
+class Spy:
+    """Wraps a transform and records the batch sizes it sees (and whether it was updated)."""
+
+    def __init__(self, inner):
+        self.inner, self.sizes, self.updates = inner, [], 0
+        self.batch_dependent, self.name = inner.batch_dependent, inner.name
+
+    def update(self, x):
+        self.updates += len(x)
+        self.inner.update(x)
+
+    def __call__(self, x):
+        self.sizes.append(len(x))
+        return self.inner(x)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corrected_alignment_learns_stream_statistics_only_from_training_batches():
+    x, y, xte, yte, cov = clustered()
+    stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
+    spy = Spy(CorrectedAlignment(cov, 0.5))
+    run_gcl(make_learner("linear", transform=spy), x, xte, yte, stream, GCLConfig(eval_period=40), progress=False)
+    assert spy.updates == len(y) == spy.inner.count
+    np.testing.assert_allclose(spy.inner.mean.numpy(), x.double().mean(0).numpy(), atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_official_alignment_is_evaluated_in_protocol_batches():
+    x, y, xte, yte, cov = clustered(per_class=60)
+    stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
+    spy = Spy(OfficialAlignment(cov, 0.5, on_singleton="skip"))
+    cfg = GCLConfig(eval_period=1000, eval_batch_size=16)
+    run_gcl(make_learner("linear", transform=spy), x, xte, yte, stream, cfg, progress=False)
+    eval_sizes = spy.sizes[-4:]  # the last evaluation: 50 test samples in batches of 16
+    assert eval_sizes == [16, 16, 16, 2]
+
+
+def test_alignment_changes_predictions_and_alpha_zero_does_not(monkeypatch):
+    x, y, xte, yte, cov = clustered()
+    stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
+    runs = {}
+    for name, t in [("none", None), ("zero", CorrectedAlignment(cov, 0.0)), ("one", CorrectedAlignment(cov, 1.0))]:
+        learner = make_learner("linear", **({"transform": t} if t is not None else {}))
+        runs[name] = run_gcl(learner, x, xte, yte, stream, GCLConfig(eval_period=40), progress=False)
+    assert runs["none"].class_acc == runs["zero"].class_acc
+    assert runs["none"].anytime_acc != runs["one"].anytime_acc
+
+
+@pytest.mark.parametrize("mode, kind", [("none", type(None)), ("official", OfficialAlignment),
+                                        ("corrected", CorrectedAlignment)])
+def test_make_transform(mode, kind):
+    assert isinstance(make_transform(mode, 0.5, np.eye(3)), kind)
+
+
+def test_bad_names_list_the_valid_ones(smoke_preset):
+    with pytest.raises(ValueError, match="unknown alignment 'whiten': choose one of none, official, corrected"):
+        make_transform("whiten", 0.5, np.eye(3))
+    with pytest.raises(ValueError, match="needs the meta covariance"):
+        make_transform("corrected", 0.5, None)
+    with pytest.raises(ValueError, match="unknown backbone 'dino': choose one of random, pretrained, mepo"):
+        get_backbone("dino", smoke_preset)
