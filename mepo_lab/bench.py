@@ -118,9 +118,95 @@ def bench_quickstart(preset: Preset, **_) -> list[dict]:
             _row(f"quickstart warm ({preset.name})", warm, 60.0, "s", True)]
 
 
+def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
+    """One MePo meta-iteration (group) against bare forward+backward passes over the same batches.
+
+    The refinement adds augmentation, masks, SGD steps, the anchor copy and the Reptile step; the
+    target is at most 10 % over ``model(x) → CE → backward`` on the identical index batches.
+    Memory: the anchor is the only extra copy of the parameters (besides SGD's momentum buffers).
+    """
+    import copy
+
+    import torch.nn.functional as F
+
+    from mepo_lab.backbones import normalize
+    from mepo_lab.data.synthetic import SyntheticWorld
+    from mepo_lab.mepo.refine import MetaRefiner
+    from mepo_lab.pretrain import pretrained_backbone
+
+    data = SyntheticWorld(preset.world).dataset("pretrain", "train")
+    source = pretrained_backbone(preset, data_home, progress=False)
+    batches: list[torch.Tensor] = []
+
+    class Recording(MetaRefiner):
+        def _step(self, idx, allowed, augment, gen):
+            batches.append(idx)
+            return super()._step(idx, allowed, augment, gen)
+
+    import mepo_lab.mepo.refine as refine_module
+
+    extra: list[int] = []
+    original_step = refine_module.reptile_step_
+
+    def measuring_step(params, anchor, eta, ends_mean=None):  # count live tensors right before Reptile
+        extra.append(_extra_tensor_bytes(ref, before))
+        return original_step(params, anchor, eta, ends_mean)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Recording(copy.deepcopy(source.model), data.images, data.targets, preset.mepo, tmp)
+        group, bar = ref.sampler.group(0, 0), _NullBar()
+        ref._group(ref.sampler.group(0, 1), torch.Generator().manual_seed(1), bar)  # warm-up
+        batches.clear()
+        start = time.perf_counter()
+        ref._group(group, torch.Generator().manual_seed(0), bar)
+        refine_s = time.perf_counter() - start
+        refine_module.reptile_step_ = measuring_step
+        before = _live_storages()
+        try:
+            ref._group(ref.sampler.group(0, 2), torch.Generator().manual_seed(2), bar)
+        finally:
+            refine_module.reptile_step_ = original_step
+    model, images, labels = ref.model, torch.from_numpy(data.images), torch.from_numpy(data.targets)
+    start = time.perf_counter()
+    for idx in batches:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(normalize(images[idx])), labels[idx]).backward()
+    bare_s = time.perf_counter() - start
+    n_bytes = sum(p.numel() * p.element_size() for p in ref.params)
+    return [_row("MePo refinement / bare forward+backward (one group)", refine_s / bare_s, 1.10, "x", True,
+                 f"{len(batches)} steps: {refine_s:.1f} s vs {bare_s:.1f} s"),
+            _row("tensor memory beyond model, grads, SGD state and data", extra[0] / n_bytes, 1.05, "copies", True,
+                 f"at the Reptile step: the anchor (1 copy = {n_bytes / 2**20:.2f} MiB) + masks and index batches")]
+
+
+def _storage(t: torch.Tensor) -> tuple[int, int]:
+    s = t.untyped_storage()
+    return s.data_ptr(), s.nbytes()
+
+
+def _live_storages() -> set[tuple[int, int]]:
+    import gc
+
+    return {_storage(o) for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.device.type == "cpu"}
+
+
+def _extra_tensor_bytes(ref, before: set[tuple[int, int]]) -> int:
+    """Bytes of tensor storages allocated during a meta-iteration and alive at its Reptile step,
+    other than parameters, gradients and optimiser state (what the refinement itself holds)."""
+    known = {_storage(p)[0] for p in ref.params} | {_storage(p.grad)[0] for p in ref.params if p.grad is not None}
+    known |= {_storage(v)[0] for st in ref.opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)}
+    old = {ptr for ptr, _ in before}
+    return sum(n for ptr, n in _live_storages() if ptr not in known and ptr not in old)
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
 BENCHMARKS = {"stream": bench_stream, "world": bench_world, "gcl": bench_gcl, "backbone": bench_backbone,
-              "quickstart": bench_quickstart}
-DEFAULT = ("stream", "world", "gcl", "backbone")
+              "refine": bench_refine, "quickstart": bench_quickstart}
+DEFAULT = ("stream", "world", "gcl", "backbone", "refine")
 
 
 def run_benchmarks(preset: Preset, only: list[str] | None = None, data_home=None, out=None) -> list[dict]:

@@ -4,8 +4,10 @@
   Si-Blurry raster, per-task histograms and shares (stream + statistics rebuild in milliseconds).
 * :class:`LivePlot` — a GCL-runner callback that redraws anytime accuracy and per-class curves into
   an ``Output`` widget with ``clear_output(wait=True)`` as the run goes.
-* :func:`live_run_panel` — a Run button that starts a feature-cached stream with the chosen knobs
-  and feeds a :class:`LivePlot`.
+* :func:`run_panel` / :func:`live_run_panel` — a Run button that starts a feature-cached stream with
+  the chosen knobs and feeds a :class:`LivePlot`.
+* :func:`pseudo_task_explorer` — MePo's pseudo-task knobs redraw the meta-epoch timeline.
+* :class:`LiveRefinePlot` — a refinement callback redrawing the inner-loop curves.
 
 Widget events are not processed while a cell runs, so a run is started by a button and is bounded
 (feature-cached runs last seconds); there is no mid-run stop button.
@@ -100,13 +102,12 @@ class LivePlot:
         self._draw(res, final=True)
 
 
-def live_run_panel(run: Callable[..., RunResult], **defaults) -> W.Widget:
-    """Sliders + Run button; the button calls ``run(n=..., m=..., n_tasks=..., seed=..., stochastic=...,
-    callbacks=[LivePlot])`` and the plot redraws as the stream is processed.
+def run_panel(run: Callable[..., RunResult], sliders: dict[str, W.Widget]) -> W.Widget:
+    """Any knobs + a Run button: the button calls ``run(**{name: value}, callbacks=[LivePlot])``.
 
-    ``run`` is typically a closure over cached features (see notebook 01), so one click is seconds.
+    ``run`` is typically a closure over cached features, so one click is seconds. The returned box has
+    a ``run()`` method that presses the button from code (for top-to-bottom execution and tests).
     """
-    sliders = stream_sliders(**defaults)
     button, status, out = W.Button(description="Run", button_style="primary", icon="play"), W.Label(), W.Output()
 
     def on_click(_=None) -> None:
@@ -122,9 +123,67 @@ def live_run_panel(run: Callable[..., RunResult], **defaults) -> W.Widget:
             button.disabled = False
 
     button.on_click(on_click)
-    controls = W.VBox([W.HBox([sliders["n"], sliders["m"]]),
-                       W.HBox([sliders["n_tasks"], sliders["seed"], sliders["stochastic"]]),
-                       W.HBox([button, status])])
-    panel = W.VBox([controls, out])
-    panel.run = on_click  # lets a notebook cell (or a test) press the button programmatically
+    rows = [W.HBox(list(sliders.values())[i:i + 3]) for i in range(0, len(sliders), 3)]
+    panel = W.VBox([*rows, W.HBox([button, status]), out])
+    panel.run = on_click
     return panel
+
+
+def live_run_panel(run: Callable[..., RunResult], **defaults) -> W.Widget:
+    """The Si-Blurry knobs (N, M, tasks, seed, stochastic) + Run button; see :func:`run_panel`."""
+    return run_panel(run, stream_sliders(**defaults))
+
+
+def pseudo_task_explorer(labels: np.ndarray, group_size: int = 40, tasks_per_group: int = 20,
+                         samples_per_class: int = 24, max_groups: int = 4) -> W.Widget:
+    """Sliders for MePo's group size, pseudo tasks per group and images per class → the timeline."""
+    from mepo_lab.config import MePoConfig
+    from mepo_lab.mepo.pseudo_tasks import PseudoTaskSampler
+    from mepo_lab.viz.mepo import plot_pseudo_timeline
+
+    n_classes = int(np.max(labels)) + 1
+    style = {"description_width": "130px"}
+    sliders = {
+        "group_size": W.IntSlider(group_size, 2, n_classes, 2, description="classes per group", style=style,
+                                  continuous_update=False),
+        "tasks_per_group": W.IntSlider(tasks_per_group, 1, 50, 1, description="pseudo tasks / group",
+                                       style=style, continuous_update=False),
+        "samples_per_class": W.IntSlider(samples_per_class, 1, 200, 1, description="images per class",
+                                         style=style, continuous_update=False),
+    }
+
+    def show(group_size: int, tasks_per_group: int, samples_per_class: int) -> None:
+        try:
+            cfg = MePoConfig(group_size=group_size, tasks_per_group=tasks_per_group,
+                             samples_per_class=samples_per_class, batch_size=48)
+            sampler = PseudoTaskSampler(labels, cfg)
+        except ValueError as err:
+            print(f"not a valid setting: {err}")
+            return
+        print(f"{sampler.n_groups} Reptile updates per meta-epoch, {sampler.steps_per_group()} SGD steps each")
+        fig = plot_pseudo_timeline(sampler, max_groups=max_groups)
+        plt.show()
+        plt.close(fig)
+
+    return W.VBox([W.HBox(list(sliders.values())), W.interactive_output(show, sliders)])
+
+
+class LiveRefinePlot:
+    """Refinement callback: redraw the inner-loop curves after every ``every`` meta-iterations."""
+
+    def __init__(self, out: W.Output | None = None, every: int = 1) -> None:
+        self.out, self.every, self.log = out if out is not None else W.Output(), every, []
+        if out is None:
+            display(self.out)
+
+    def on_group_end(self, entry: dict) -> None:
+        from mepo_lab.viz.mepo import plot_refinement
+
+        self.log.append(entry)
+        if len(self.log) % self.every:
+            return
+        fig = plot_refinement(self.log)
+        with self.out:
+            self.out.clear_output(wait=True)
+            plt.show()
+        plt.close(fig)
