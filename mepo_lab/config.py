@@ -160,10 +160,10 @@ def _smoke() -> Preset:
 
 
 def _cpu() -> Preset:
-    # MePo scaled to the synthetic world: 40-class groups cut into 20 pseudo tasks of 2 classes.
+    # MePo with the official rates (SGD 1e-4 / 1e-2, eta 0.1, 5 meta-epochs) and sizes scaled to the
+    # synthetic world: 40-class groups cut into 20 pseudo tasks of 2 classes, 24 images per class.
     return Preset(name="cpu", mepo=MePoConfig(group_size=40, tasks_per_group=20, samples_per_class=24,
-                                              batch_size=48, backbone_lr=1e-3, meta_lr=0.5, meta_epochs=3,
-                                              cov_samples_per_class=50))
+                                              batch_size=48, cov_samples_per_class=50))
 
 
 def _colab() -> Preset:

@@ -8,15 +8,7 @@ from mepo_lab.experiment import get_backbone, make_transform
 from mepo_lab.gcl import run_gcl
 from mepo_lab.learners import make_learner
 from mepo_lab.streams import si_blurry
-
-
-def clustered(n_classes=5, per_class=40, dim=6, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim)) * 3
-    y = rng.permutation(np.repeat(np.arange(n_classes), per_class))
-    yte = np.repeat(np.arange(n_classes), 10)
-    f = lambda lab: torch.tensor(centres[lab] + rng.normal(size=(len(lab), dim)), dtype=torch.float32)  # noqa
-    return f(y), y, f(yte), yte, np.cov(centres, rowvar=False) + 0.1 * np.eye(dim)
+from tests.helpers import clustered
 
 
 class Spy:
@@ -37,7 +29,7 @@ class Spy:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_corrected_alignment_learns_stream_statistics_only_from_training_batches():
-    x, y, xte, yte, cov = clustered()
+    x, y, xte, yte, cov = clustered(n_classes=5, dim=6)
     stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
     spy = Spy(CorrectedAlignment(cov, 0.5))
     run_gcl(make_learner("linear", transform=spy), x, xte, yte, stream, GCLConfig(eval_period=40), progress=False)
@@ -47,7 +39,7 @@ def test_corrected_alignment_learns_stream_statistics_only_from_training_batches
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_official_alignment_is_evaluated_in_protocol_batches():
-    x, y, xte, yte, cov = clustered(per_class=60)
+    x, y, xte, yte, cov = clustered(n_classes=5, per_class=60, dim=6)
     stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
     spy = Spy(OfficialAlignment(cov, 0.5, on_singleton="skip"))
     cfg = GCLConfig(eval_period=1000, eval_batch_size=16)
@@ -57,7 +49,7 @@ def test_official_alignment_is_evaluated_in_protocol_batches():
 
 
 def test_alignment_changes_predictions_and_alpha_zero_does_not(monkeypatch):
-    x, y, xte, yte, cov = clustered()
+    x, y, xte, yte, cov = clustered(n_classes=5, dim=6)
     stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
     runs = {}
     for name, t in [("none", None), ("zero", CorrectedAlignment(cov, 0.0)), ("one", CorrectedAlignment(cov, 1.0))]:

@@ -10,6 +10,7 @@ from mepo_lab.gcl import _Exposure, run_gcl
 from mepo_lab.learners import Learner, StepContext, make_learner
 from mepo_lab.results import RunResult
 from mepo_lab.streams import si_blurry
+from tests.helpers import clustered
 
 
 def toy_stream(task_indices, labels, n_classes=None):
@@ -82,17 +83,8 @@ def test_empty_tasks_and_per_class_accuracy():
     assert res.finished
 
 
-def clustered(n_classes=6, per_class=40, dim=8, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim)) * 3
-    y = rng.permutation(np.repeat(np.arange(n_classes), per_class))
-    yte = np.repeat(np.arange(n_classes), 10)
-    f = lambda lab: torch.tensor(centres[lab] + rng.normal(size=(len(lab), dim)), dtype=torch.float32)  # noqa
-    return f(y), y, f(yte), yte
-
-
 def test_seeds_are_separate_and_global_rng_untouched(tmp_path):
-    x, y, xte, yte = clustered()
+    x, y, xte, yte, _ = clustered()
     stream = si_blurry(y, n_tasks=3, n=50, m=10, seed=1)
     cfg = GCLConfig(eval_period=50)
     torch.manual_seed(123)
@@ -107,7 +99,7 @@ def test_seeds_are_separate_and_global_rng_untouched(tmp_path):
 
 
 def test_results_written_after_every_evaluation(tmp_path):
-    x, y, xte, yte = clustered()
+    x, y, xte, yte, _ = clustered()
     stream = si_blurry(y, n_tasks=3, n=50, m=10, seed=1)
     out = tmp_path / "run.json"
     seen = []
@@ -130,13 +122,13 @@ def test_results_written_after_every_evaluation(tmp_path):
     (GCLConfig(eval_mask="batch"), "unknown eval_mask 'batch'"),
 ])
 def test_bad_config(cfg, message):
-    x, y, xte, yte = clustered()
+    x, y, xte, yte, _ = clustered()
     with pytest.raises(ValueError, match=message):
         run_gcl(make_learner("linear"), x, xte, yte, si_blurry(y, n_tasks=2, n=50, m=10, seed=1), cfg)
 
 
 def test_mismatched_inputs_are_named():
-    x, y, xte, yte = clustered()
+    x, y, xte, yte, _ = clustered()
     stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
     with pytest.raises(ValueError, match="stream was built on 240 labels but train_x has 10 rows"):
         run_gcl(make_learner("linear"), x[:10], xte, yte, stream)

@@ -77,3 +77,24 @@ def test_notebooks_are_committed_without_outputs_and_start_with_badge_and_instal
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     assert "colab.research.google.com" in "".join(nb["cells"][0]["source"])
     assert "%pip install" in "".join(code[0]["source"])
+
+
+def test_mepo_plots_and_pseudo_task_explorer():
+    from mepo_lab.config import MePoConfig
+    from mepo_lab.mepo.pseudo_tasks import PseudoTaskSampler
+    from mepo_lab.viz.mepo import plot_alignment_errors, plot_pseudo_timeline, plot_refinement, plot_spectrum
+    from mepo_lab.widgets import LiveRefinePlot, pseudo_task_explorer
+
+    labels = np.repeat(np.arange(12), 10)
+    sampler = PseudoTaskSampler(labels, MePoConfig(group_size=6, tasks_per_group=3, samples_per_class=4,
+                                                   batch_size=8))
+    log = [{"seq_loss": 2.0, "seq_acc": 0.3, "joint_loss": 1.5, "joint_acc": 0.5, "inner_distance": 1.0}] * 3
+    for fig in (plot_pseudo_timeline(sampler), plot_refinement(log), plot_spectrum({"I": np.eye(4)}),
+                plot_alignment_errors([8, 16], {"official": [10.0, 9.0], "corrected": [1.0, 0.1]}, 12)):
+        assert fig.axes
+        plt.close(fig)
+    assert pseudo_task_explorer(labels, group_size=6, tasks_per_group=3, samples_per_class=4) is not None
+    live = LiveRefinePlot(every=2)
+    for entry in log:
+        live.on_group_end(entry)
+    assert len(live.log) == 3

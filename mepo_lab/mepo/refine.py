@@ -58,7 +58,8 @@ class MetaRefiner:
         body = [p for n, p in self.model.named_parameters() if not n.startswith("head.")]
         self.params = body + head
         self.opt = torch.optim.SGD([{"params": body, "lr": self.cfg.backbone_lr},
-                                    {"params": head, "lr": self.cfg.head_lr}], momentum=self.cfg.momentum)
+                                    {"params": head, "lr": self.cfg.head_lr}], momentum=self.cfg.momentum,
+                                   foreach=True)
         self.log: list[dict] = []
         self.done, self.seconds = 0, 0.0
 
