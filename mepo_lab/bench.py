@@ -79,8 +79,8 @@ def bench_gcl(preset: Preset, **_) -> list[dict]:
     stream = si_blurry(ytr, n_tasks=5, n=50, m=10, seed=1)
     rows = []
     for name in ("linear", "ncm"):
-        seconds = _best_of(lambda: run_gcl(make_learner(name), xtr.float(), xte.float(), yte, stream,
-                                           GCLConfig(), progress=False), repeat=2)
+        seconds = _best_of(lambda n=name: run_gcl(make_learner(n), xtr.float(), xte.float(), yte, stream,
+                                                  GCLConfig(), progress=False), repeat=2)
         rows.append(_row(f"feature-cached GCL run ({name}), CIFAR-100 scale", seconds, 3.0, "s", True))
     return rows
 
@@ -163,7 +163,7 @@ def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
         ref = Recording(copy.deepcopy(source.model), data.images, data.targets, preset.mepo, tmp)
         bar, refine_s, bare_s = _NullBar(), [], []
         ref._group(ref.sampler.group(0, 1), torch.Generator().manual_seed(1), bar)  # warm-up
-        for repeat in range(2):  # interleaved, best of two each: the machine's noise hits both alike
+        for _ in range(2):  # interleaved, best of two each: the machine's noise hits both alike
             batches.clear()
             start = time.perf_counter()
             ref._group(ref.sampler.group(0, 0), torch.Generator().manual_seed(0), bar)

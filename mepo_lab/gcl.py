@@ -106,7 +106,7 @@ def _emit(callbacks: Iterable[Any], event: str, *args) -> None:
 
 
 def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray, stream,
-            cfg: GCLConfig = GCLConfig(), *, train_seed: int = 1, result: RunResult | None = None,
+            cfg: GCLConfig | None = None, *, train_seed: int = 1, result: RunResult | None = None,
             callbacks: Iterable[Any] = (), out_path: str | Path | None = None, device: str | torch.device = "cpu",
             progress: bool = True) -> RunResult:
     """Run ``learner`` online over ``stream`` (built on the training labels) and return the record.
@@ -116,6 +116,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     any randomness in its updates, separately from the stream's seed; the caller's global torch RNG is
     left untouched.
     """
+    cfg = GCLConfig() if cfg is None else cfg
     _check(cfg, learner, train_x, test_x, test_y, stream)
     device, callbacks = torch.device(device), list(callbacks)
     n_classes, test_y = stream.n_classes, np.asarray(test_y, np.int64)

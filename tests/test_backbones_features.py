@@ -6,7 +6,7 @@ from mepo_lab.backbones import cls_features, create_micro_vit, normalize, weight
 from mepo_lab.config import MicroViTConfig
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.features import cached_features, feature_key
-from mepo_lab.pretrain import Backbone, cache_key, pretrained_backbone, random_backbone
+from mepo_lab.pretrain import cache_key, pretrained_backbone, random_backbone
 
 TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)
 

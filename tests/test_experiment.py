@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
 from mepo_lab.config import GCLConfig

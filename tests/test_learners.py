@@ -35,7 +35,7 @@ def test_linear_learner_matches_autograd_adam(mask):
         head.weight.copy_(learner.weight)
         head.bias.copy_(learner.bias)
     opt = torch.optim.Adam(head.parameters(), lr=5e-3)
-    for step, (n_seen, labels) in enumerate([(3, [0, 1, 2, 1]), (5, [3, 4, 0, 4])]):
+    for n_seen, labels in [(3, [0, 1, 2, 1]), (5, [3, 4, 0, 4])]:
         x, y = torch.randn(4, 5), torch.tensor(labels)
         learner.observe(x, y, StepContext(n_seen, online_iter=3, train_mask=mask))
         m = logit_mask(mask, 6, n_seen, y)

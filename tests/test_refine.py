@@ -4,14 +4,13 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 
 from mepo_lab.backbones import create_micro_vit, load_mepo_backbone, save_mepo_backbone
 from mepo_lab.config import MePoConfig, MicroViTConfig, get_preset
 from mepo_lab.mepo.refine import MetaRefiner
-from mepo_lab.mepo.reptile import masked_logits, reptile_step_, reset_head_, snapshot
+from mepo_lab.mepo.reptile import masked_logits, reptile_step_, reset_head_
 
 SMOKE = get_preset("smoke")
 TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)

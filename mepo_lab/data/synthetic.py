@@ -141,15 +141,15 @@ class SyntheticWorld:
         Default counts come from the config (pretrain: ``pretrain_per_class``; downstream:
         ``train_per_class`` / ``test_per_class``). Dataset order is a seeded shuffle.
         """
-        cfg, world_ids = self.config, self.classes(role)
+        world_ids = self.classes(role)
         per_class = self._per_class(role, split, per_class)
         order = self._order(role, split, per_class)
         labels = np.repeat(np.arange(len(world_ids)), per_class)[order]
         instance = np.tile(np.arange(per_class), len(world_ids))[order]
         images = self.render_instances(world_ids[labels], instance, split)
-        return ImageArrays(images, labels, [describe(c) for c in world_ids], self.dataset_name(role, split, per_class),
+        name = self.dataset_name(role, split, per_class)
+        return ImageArrays(images, labels, [describe(c) for c in world_ids], name,
                            {"world_ids": world_ids.tolist(), "role": role, "split": split})
-
 
     def targets(self, role: str, split: str, per_class: int | None = None) -> np.ndarray:
         """The labels :meth:`dataset` would return, in dataset order, without rendering any image."""

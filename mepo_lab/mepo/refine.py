@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import backbone_state, normalize, save_mepo_backbone
+from mepo_lab.backbones import normalize, save_mepo_backbone
 from mepo_lab.config import MePoConfig
 from mepo_lab.data.augment import train_augment
 from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTaskSampler
@@ -177,11 +177,6 @@ class MetaRefiner:
 def _epoch_seed(seed: int, epoch: int) -> int:
     """One torch seed per (seed, meta-epoch): augmentations and batch orders replay on resume."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def backbone_of(refiner: MetaRefiner) -> dict[str, torch.Tensor]:
-    """The refined backbone's head-less state dict (what ``meta_{e}.pth`` holds)."""
-    return backbone_state(refiner.model.vit)
 
 
 def read_info(folder: str | Path) -> dict:
