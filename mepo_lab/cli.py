@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gcl", help="one learner / backbone / alignment over the preset's seeds")
     _common(g)
-    g.add_argument("--learner", default="linear", help="linear | ncm (feature-cached learners)")
+    g.add_argument("--learner", default="linear", choices=["linear", "ncm", "finetune", "l2p", "dualprompt", "misa"],
+                   help="linear/ncm run on cached features; the others on images (minutes at the cpu preset)")
     g.add_argument("--backbone", default="pretrained", choices=["random", "pretrained", "mepo"])
     g.add_argument("--align", default=None, choices=["none", "official", "corrected"],
                    help="MePo output alignment (default: the preset's align.mode)")

@@ -7,11 +7,14 @@ MetaRep" and ``mepo + corrected`` is the full method.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import torch
 
 from mepo_lab import paths
 from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
@@ -19,7 +22,8 @@ from mepo_lab.config import Preset, as_dict
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.features import FeatureSet, cached_features
 from mepo_lab.gcl import run_gcl
-from mepo_lab.learners import make_learner
+from mepo_lab.backbones import pick_device
+from mepo_lab.learners import IMAGE_LEARNERS, make_learner
 from mepo_lab.pretrain import Backbone, pretrained_backbone, random_backbone
 from mepo_lab.results import RunResult
 from mepo_lab.streams import si_blurry
@@ -113,22 +117,69 @@ def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: in
                    callbacks=callbacks, out_path=out_path, progress=progress)
 
 
+@lru_cache(maxsize=2)
+def _world_images(world_cfg) -> tuple:
+    world = SyntheticWorld(world_cfg)
+    return world.dataset("downstream", "train"), world.dataset("downstream", "test")
+
+
+def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",
+                  alpha: float | None = None, data_home: str | Path | None = None,
+                  out_path: str | Path | None = None, callbacks: Iterable[Any] = (), progress: bool = True,
+                  **learner_kwargs) -> RunResult:
+    """One Si-Blurry run of an image learner (``finetune``, ``l2p``, ``dualprompt``, ``misa``).
+
+    MePo's alignment acts on the prompted CLS feature before the classifier, with the meta covariance
+    of ``backbone``. ``misa`` starts from ISA prompts of the *pretrained* backbone (as MePo's MISA
+    scripts load the original ISA prompts next to a refined backbone).
+    """
+    s, alpha = preset.stream, preset.align.alpha if alpha is None else alpha
+    train, test = _world_images(preset.world)
+    stream = si_blurry(train.targets, n_tasks=s.n_tasks, n=s.n, m=s.m, seed=seed, stochastic=s.stochastic)
+    if learner != "finetune":  # finetune has its own two learning rates
+        learner_kwargs.setdefault("lr", preset.gcl.lr)
+    if learner == "misa" and "prompts" not in learner_kwargs:
+        from mepo_lab.learners.isa import isa_prompts
+
+        learner_kwargs["prompts"] = isa_prompts(preset, pretrained_backbone(preset, data_home, progress=progress),
+                                                data_home, progress=progress)
+    if alignment != "none":
+        from mepo_lab.mepo.pipeline import covariance_for
+
+        cov = covariance_for(preset, backbone, data_home, progress=progress)
+        learner_kwargs["transform"] = make_transform(alignment, alpha, cov, preset.align.ridge,
+                                                     preset.align.official_singleton)
+    result = RunResult(method=learner, backbone=backbone.kind, alignment=alignment, seed=seed,
+                       config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha})
+    return run_gcl(make_learner(learner, backbone=copy.deepcopy(backbone.model), **learner_kwargs),
+                   torch.from_numpy(train.images), torch.from_numpy(test.images), test.targets, stream,
+                   preset.gcl, train_seed=seed, result=result, callbacks=callbacks, out_path=out_path,
+                   device=pick_device(preset.device), progress=progress)
+
+
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,
              data_home: str | Path | None = None, progress: bool = True,
              log: Callable[[str], None] = print) -> tuple[list[RunResult], list[dict]]:
     """Every combo for every seed of ``preset``; ``out/results.json`` is rewritten after each run."""
     out = Path(out)
+    kinds = dict.fromkeys(b for _, b, _ in combos)
+    backbones = {kind: get_backbone(kind, preset, data_home, progress) for kind in kinds}
     feats: dict[str, WorldFeatures] = {}
-    for kind in dict.fromkeys(b for _, b, _ in combos):
-        feats[kind] = world_features(preset, get_backbone(kind, preset, data_home, progress), data_home, progress)
-        if any(b == kind and a != "none" for _, b, a in combos):
+    for learner, kind, alignment in combos:
+        if learner not in IMAGE_LEARNERS and kind not in feats:
+            feats[kind] = world_features(preset, backbones[kind], data_home, progress)
+        if learner not in IMAGE_LEARNERS and alignment != "none":
             with_covariance(preset, feats[kind], data_home, progress)
     runs, rows = [], []
     for seed in preset.seeds:
         for learner, kind, alignment in combos:
-            name = f"{learner}_{kind}_{alignment}_seed{seed}.json"
-            run = run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
-                                  out_path=out / "runs" / name)
+            path = out / "runs" / f"{learner}_{kind}_{alignment}_seed{seed}.json"
+            if learner in IMAGE_LEARNERS:
+                run = run_on_images(preset, learner, backbones[kind], seed, alignment=alignment,
+                                    data_home=data_home, out_path=path, progress=progress)
+            else:
+                run = run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
+                                      out_path=path)
             runs.append(run)
             rows.append(run.summary())
             paths.atomic_save_json(out / "results.json", rows)

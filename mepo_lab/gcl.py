@@ -20,6 +20,7 @@ The run record is written atomically after every evaluation when ``out_path`` is
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -58,6 +59,8 @@ def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, test_y, stream) ->
         raise ValueError(f"unknown train_mask {cfg.train_mask!r}: choose one of {', '.join(MASKS)}")
     if cfg.eval_mask not in ("none", "seen"):
         raise ValueError(f"unknown eval_mask {cfg.eval_mask!r}: choose 'none' or 'seen'")
+    if learner.eval_mask not in (None, "none", "seen"):
+        raise ValueError(f"learner {learner.name!r} has eval_mask {learner.eval_mask!r}: use 'none' or 'seen'")
     if len(stream.labels) != len(train_x):
         raise ValueError(f"the stream was built on {len(stream.labels)} labels but train_x has {len(train_x)} "
                          "rows: build the stream from the same training set")
@@ -118,10 +121,13 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     """
     cfg = GCLConfig() if cfg is None else cfg
     _check(cfg, learner, train_x, test_x, test_y, stream)
+    # a method's own masks (MISA: batch mask, no eval mask; L2P: batch / seen) win over the config's
+    cfg = replace(cfg, train_mask=learner.train_mask or cfg.train_mask, eval_mask=learner.eval_mask or cfg.eval_mask)
     device, callbacks = torch.device(device), list(callbacks)
     n_classes, test_y = stream.n_classes, np.asarray(test_y, np.int64)
     res = result or RunResult(method=learner.name)
-    res.stream_seed, res.train_seed, res.meta = stream.seed, train_seed, res.meta | {"learner": learner.describe()}
+    res.stream_seed, res.train_seed = stream.seed, train_seed
+    res.meta = res.meta | {"learner": learner.describe(), "gcl": asdict(cfg)}
     exposure, start, samples, next_eval = _Exposure(n_classes), time.perf_counter(), 0, cfg.eval_period
     bar = tqdm(total=len(stream), desc=f"GCL {learner.name}", disable=not progress, mininterval=0.5)
 
@@ -147,6 +153,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
         learner.setup(n_classes, int(train_x.shape[1]) if train_x.ndim == 2 else 0, device)
         _emit(callbacks, "on_run_start", res)
         for task, indices in enumerate(stream.task_indices):
+            learner.begin_task(task)
             for b0 in range(0, len(indices), cfg.batch_size):
                 batch = indices[b0:b0 + cfg.batch_size]
                 y = torch.from_numpy(exposure.update(stream.labels[batch])).to(device)

@@ -73,3 +73,15 @@ def test_gcl_command_with_mepo_and_alignment(tmp_path, smoke_home, monkeypatch):
     assert [(r["backbone"], r["alignment"]) for r in rows] == [("mepo", "corrected")]
     run = json.loads(next((out / "runs").glob("*.json")).read_text())
     assert run["meta"]["alpha"] == 0.3
+
+
+def test_gcl_command_runs_a_prompt_learner_with_mepo(tmp_path, smoke_home, monkeypatch):
+    """The MePo plug-in on a prompt learner: refined backbone + corrected alignment inside MISA."""
+    monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
+    out = tmp_path / "misa"
+    main(["gcl", "--learner", "misa", "--backbone", "mepo", "--align", "corrected", "--out", str(out),
+          "--data-home", str(smoke_home), "--no-progress"])
+    row = json.loads((out / "results.json").read_text())[0]
+    assert (row["method"], row["backbone"], row["alignment"]) == ("misa", "mepo", "corrected")
+    run = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert run["meta"]["learner"]["transform"] == "corrected" and run["meta"]["gcl"]["train_mask"] == "batch"

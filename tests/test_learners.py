@@ -21,8 +21,9 @@ def test_no_mask_and_unknown_mask():
 
 
 def test_unknown_learner_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown learner 'l2p': choose one of linear, ncm, finetune"):
-        make_learner("l2p")
+    with pytest.raises(ValueError, match="unknown learner 'coda': choose one of linear, ncm, finetune, l2p, "
+                                         "dualprompt, misa"):
+        make_learner("coda")
 
 
 @pytest.mark.parametrize("mask", ["seen", "batch", "none"])

@@ -1,12 +1,16 @@
-"""Learners for the online GCL runner: ``linear`` and ``ncm`` on cached features, ``finetune`` on images."""
+"""Learners for the online GCL runner: ``linear`` and ``ncm`` on cached features; ``finetune``, ``l2p``,
+``dualprompt`` and ``misa`` on images (they need ``backbone=``)."""
 from __future__ import annotations
 
 from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
 from mepo_lab.learners.finetune import FinetuneLearner
 from mepo_lab.learners.linear import LinearLearner
 from mepo_lab.learners.ncm import NCMLearner
+from mepo_lab.learners.prompt_learners import DualPromptLearner, L2PLearner, MISALearner
 
-LEARNERS = {"linear": LinearLearner, "ncm": NCMLearner, "finetune": FinetuneLearner}
+LEARNERS = {"linear": LinearLearner, "ncm": NCMLearner, "finetune": FinetuneLearner, "l2p": L2PLearner,
+            "dualprompt": DualPromptLearner, "misa": MISALearner}
+IMAGE_LEARNERS = tuple(name for name, cls in LEARNERS.items() if cls.input_kind == "images")
 
 
 def make_learner(name: str, **kwargs) -> Learner:
@@ -16,5 +20,5 @@ def make_learner(name: str, **kwargs) -> Learner:
     return LEARNERS[name](**kwargs)
 
 
-__all__ = ["LEARNERS", "MASKS", "Learner", "StepContext", "logit_mask", "make_learner",
-           "LinearLearner", "NCMLearner", "FinetuneLearner"]
+__all__ = ["LEARNERS", "IMAGE_LEARNERS", "MASKS", "Learner", "StepContext", "logit_mask", "make_learner",
+           "LinearLearner", "NCMLearner", "FinetuneLearner", "L2PLearner", "DualPromptLearner", "MISALearner"]

@@ -56,6 +56,8 @@ class Learner(ABC):
 
     name: str = "learner"
     input_kind: str = "features"
+    train_mask: str | None = None  # a method's own logit masks take precedence over GCLConfig's
+    eval_mask: str | None = None
 
     @abstractmethod
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
@@ -68,6 +70,9 @@ class Learner(ABC):
     @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(B, n_classes)`` for evaluation (argmax = prediction)."""
+
+    def begin_task(self, task: int) -> None:
+        """Called by the runner when task ``task`` starts (most learners ignore it)."""
 
     def train_features(self, x: torch.Tensor) -> torch.Tensor:
         """``g(x)`` for a training batch: the transform's running statistics (if any) see it first."""

@@ -1,0 +1,354 @@
+"""Real image datasets on disk: CIFAR-100, ImageNet-R, CUB-200-2011, Tiny-ImageNet and any ImageFolder.
+
+``get_dataset(name, split)`` returns a torch ``Dataset`` whose items are ``(transform(PIL image), label)``
+(default: a uint8 ``(3, H, W)`` tensor, so the GCL runner can augment batches on the GPU) and which carries
+``.targets`` and ``.classes``. Files live under ``root/<name>/`` (``root`` defaults to
+``paths.data_home() / "datasets"``): the archive as published and the folder it extracts to.
+
+Where every number comes from:
+
+* ``STATISTICS``: ``kangzhiq/MISA`` ``utils/data_loader.py`` ``get_statistics`` (commit bcea2af), the table
+  the Si-Blurry / MISA / MePo code normalises with. CUB-200 really is given the CIFAR-100 statistics there.
+* CIFAR-100: URL and md5s are torchvision's own (``torchvision.datasets.CIFAR100``).
+* ImageNet-R: URL from ``hendrycks/imagenet-r`` ``README.md``; md5 from ``ENSTA-U2IS-AI/torch-uncertainty``
+  ``torch_uncertainty/datasets/classification/imagenet/imagenet_r.py`` (the same value recurs in several
+  other public repositories).
+* CUB-200-2011: md5 from ``ContinualAI/avalanche`` ``avalanche/benchmarks/datasets/cub200/cub200.py`` (which
+  pairs it with the retired vision.caltech.edu URL); the CaltechDATA URL from ``pyshen-watson/TAIR``
+  ``data/README.md`` and ``zijizhu/part-concept`` ``setup_cub.sh`` (other public code pairs that URL with
+  the same md5).
+* Tiny-ImageNet: md5 from ``ContinualAI/avalanche`` ``avalanche/benchmarks/datasets/tiny_imagenet/tiny_imagenet.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from torchvision.datasets import CIFAR100, ImageFolder
+from torchvision.datasets import utils as tv_utils
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from mepo_lab import paths
+
+Transform = Callable[[object], object]
+
+
+class Stats(NamedTuple):
+    """Normalisation statistics, number of classes and native input size of one dataset."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    n_classes: int
+    input_size: int
+
+
+_CIFAR100_MEAN_STD = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+_IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# kangzhiq/MISA utils/data_loader.py get_statistics: "cifar100", "imagenet-r", "cub200", "tinyimagenet".
+STATISTICS: dict[str, Stats] = {
+    "cifar100": Stats(*_CIFAR100_MEAN_STD, 100, 32),
+    "imagenet-r": Stats(*_IMAGENET_MEAN_STD, 200, 224),
+    "cub200": Stats(*_CIFAR100_MEAN_STD, 200, 224),  # sic: CIFAR-100 statistics for CUB, as in MISA
+    "tiny-imagenet": Stats((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 200, 64),
+}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A published archive: file name, URL, md5 (``None`` = unknown) and the folder it extracts to."""
+
+    filename: str
+    url: str
+    md5: str | None
+    folder: str
+
+
+ARCHIVES: dict[str, Archive] = {
+    "imagenet-r": Archive("imagenet-r.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
+                          "a61312130a589d0ca1a8fca1f2bd3337", "imagenet-r"),
+    "cub200": Archive("CUB_200_2011.tgz", "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+                      "97eceeb196236b17998738112f37df78", "CUB_200_2011"),
+    "tiny-imagenet": Archive("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                             "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200"),
+}
+SPLITS = ("train", "test")
+CUB_REFERENCE_SEED = 42  # MISA/MePo: random_split(ImageFolder(root/images), [0.8, 0.2], manual_seed(42))
+
+
+class ChecksumError(RuntimeError):
+    """An archive on disk does not have the published md5."""
+
+
+def pil_to_uint8(image) -> torch.Tensor:
+    """The default transform: a PIL image as an RGB uint8 tensor ``(3, H, W)``."""
+    return pil_to_tensor(image.convert("RGB"))
+
+
+class FileImageDataset(torch.utils.data.Dataset):
+    """Images read from files: ``samples`` is a list of ``(path, class id)`` in dataset order."""
+
+    def __init__(self, samples, classes, transform: Transform | None = None, name: str = "", split: str = ""):
+        self.samples = [(str(path), int(label)) for path, label in samples]
+        self.targets = [label for _, label in self.samples]
+        self.classes = list(classes)
+        self.transform = transform or pil_to_uint8
+        self.name, self.split = name, split
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        return self.transform(default_loader(path)), label
+
+    def __repr__(self) -> str:
+        return f"FileImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes={len(self.classes)})"
+
+
+# ---------------------------------------------------------------- archives: checksum, fetch, extract
+def _md5_mismatch(archive: Path, md5: str) -> str | None:
+    """The archive's md5 if it differs from ``md5``, else ``None``; a verified file is remembered by
+    size and mtime in a hidden stamp, so multi-GB archives are hashed once, not at every load."""
+    st = archive.stat()
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}
+    stamp = archive.with_name(f".{archive.name}.verified.json")
+    try:
+        if json.loads(stamp.read_text()) == key:
+            return None
+    except (OSError, ValueError):
+        pass
+    actual = tv_utils.calculate_md5(archive)
+    if actual != md5:
+        return actual
+    paths.atomic_save_json(stamp, key)
+    return None
+
+
+def _missing(name: str, looked: list[Path], put: str, at: Path) -> FileNotFoundError:
+    where = " and ".join(str(p) for p in looked)
+    return FileNotFoundError(
+        f"{name} not found: looked for {where}. Pass download=True, or put {put} at {at}; "
+        f"or set {paths.DATA_ENV} to a data home whose datasets/{name}/ holds it.")
+
+
+def _unpack(spec: Archive, base: Path, target: Path, fetch: bool, verify: bool) -> None:
+    """Extract (after downloading, if ``fetch``) into a temporary folder, then move into place."""
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".extract-"))
+    try:
+        if fetch:
+            tv_utils.download_and_extract_archive(spec.url, base, extract_root=tmp, filename=spec.filename,
+                                                  md5=spec.md5 if verify else None)
+        else:
+            tv_utils.extract_archive(base / spec.filename, tmp)
+        if not (tmp / spec.folder).is_dir():
+            raise RuntimeError(f"{base / spec.filename} has no top-level folder {spec.folder}/")
+        if target.exists():
+            os.replace(target, tmp / ".old")
+        os.replace(tmp / spec.folder, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_extracted(name: str, root: Path, download: bool = False, verify: bool = True) -> Path:
+    """Folder of the extracted archive of ``name`` under ``root/name``, fetching/extracting as needed.
+
+    With ``verify`` an archive on disk must match its md5: a mismatch is deleted and re-fetched when
+    ``download`` is true, and raises :class:`ChecksumError` otherwise. Without an archive, an extracted
+    folder is trusted as it is (a custom copy).
+    """
+    spec = ARCHIVES[name]
+    base = root / name
+    archive, target = base / spec.filename, base / spec.folder
+    if archive.is_file() and verify and spec.md5:
+        actual = _md5_mismatch(archive, spec.md5)
+        if actual is not None and not download:
+            raise ChecksumError(f"{archive} has md5 {actual}, expected {spec.md5} (corrupted or incomplete); "
+                                f"delete it and pass download=True, or pass verify=False to accept it")
+        if actual is not None:
+            archive.unlink()
+            _unpack(spec, base, target, fetch=True, verify=verify)
+            return target
+    if target.is_dir():
+        return target
+    if not archive.is_file() and not download:
+        raise _missing(name, [target, archive], f"{spec.filename} (from {spec.url})", archive)
+    _unpack(spec, base, target, fetch=not archive.is_file(), verify=verify)
+    return target
+
+
+# ---------------------------------------------------------------- CIFAR-100 (torchvision's format)
+class _CIFAR100(CIFAR100):
+    """torchvision's CIFAR-100; ``verify=False`` blanks its md5 table on this instance, so its own
+    ``_check_integrity``/``_load_meta`` only check that the files exist (custom copies, test fakes)."""
+
+    def __init__(self, root: Path, train: bool, transform: Transform, download: bool, verify: bool):
+        if not verify:
+            self.train_list = [(f, None) for f, _ in CIFAR100.train_list]
+            self.test_list = [(f, None) for f, _ in CIFAR100.test_list]
+            self.meta = dict(CIFAR100.meta, md5=None)
+            self.tgz_md5 = None
+        super().__init__(str(root), train=train, transform=transform, download=download)
+
+
+def _cifar100(split: str, root: Path, download: bool, verify: bool, transform: Transform | None):
+    base = root / "cifar100"
+    folder = base / CIFAR100.base_folder
+    tgz = base / CIFAR100.filename
+    if not download and not all((folder / f).is_file() for f in ("train", "test", "meta")):
+        if not tgz.is_file():
+            raise _missing("cifar100", [folder, tgz], f"{CIFAR100.filename} (from {CIFAR100.url}) or its "
+                           f"extracted {CIFAR100.base_folder}/", base)
+        actual = _md5_mismatch(tgz, CIFAR100.tgz_md5) if verify else None
+        if actual is not None:
+            raise ChecksumError(f"{tgz} has md5 {actual}, expected {CIFAR100.tgz_md5}; delete it and pass "
+                                f"download=True, or pass verify=False to accept it")
+        download = True  # torchvision then only extracts the archive that is already there
+    try:
+        ds = _CIFAR100(base, split == "train", transform or pil_to_uint8, download, verify)
+    except RuntimeError as err:
+        raise ChecksumError(f"CIFAR-100 under {folder} fails torchvision's md5 check ({err}); pass "
+                            f"download=True to re-fetch, or verify=False to accept a custom copy") from err
+    ds.name, ds.split = "cifar100", split
+    return ds
+
+
+# ---------------------------------------------------------------- ImageNet-R: seeded 80/20 split per class
+def list_images(folder: Path) -> list[str]:
+    """Sorted ``"<class folder>/<file>"`` paths of the images one level below ``folder``."""
+    return sorted(f"{d.name}/{f.name}" for d in folder.iterdir() if d.is_dir()
+                  for f in d.iterdir() if f.suffix.lower() in IMG_EXTENSIONS)
+
+
+def split_per_class(files: list[str], seed: int = 0) -> dict[str, list[str]]:
+    """Deterministic 80/20 split of ``"<class>/<file>"`` paths, independent of the listing order.
+
+    In each class the files are ranked by ``sha256(f"{seed}:{path}")`` and the first ``n // 5`` go to
+    test (stdlib hashing only, so the same split comes out on any machine and library version).
+    """
+    by_class: dict[str, list[str]] = {}
+    for f in sorted(files):
+        by_class.setdefault(f.split("/", 1)[0], []).append(f)
+    train, test = [], []
+    for members in by_class.values():
+        ranked = sorted(members, key=lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
+        test += ranked[: len(members) // 5]
+        train += ranked[len(members) // 5:]
+    return {"train": sorted(train), "test": sorted(test)}
+
+
+def _listing_digest(files: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()
+
+
+def load_or_make_split(path: Path, files: list[str], seed: int) -> dict[str, list[str]]:
+    """The split saved at ``path`` (checked against ``files``), or a new one saved there atomically."""
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("listing_sha256") != _listing_digest(files) or sorted(saved["train"] + saved["test"]) != sorted(files):
+            raise RuntimeError(f"{path} was made for another file list ({saved.get('n_files')} files, now "
+                               f"{len(files)}); delete it to make a new split")
+        return {"train": saved["train"], "test": saved["test"]}
+    split = split_per_class(files, seed)
+    paths.atomic_save_json(path, {"seed": seed, "rule": "per class: rank by sha256('<seed>:<class>/<file>'), "
+                                  "first n//5 -> test", "n_files": len(files),
+                                  "listing_sha256": _listing_digest(files), **split})
+    return split
+
+
+def _imagenet_r(split: str, root: Path, download: bool, verify: bool, transform: Transform | None, seed: int = 0):
+    folder = ensure_extracted("imagenet-r", root, download, verify)
+    files = list_images(folder)
+    chosen = load_or_make_split(root / "imagenet-r" / f"split_seed{seed}.json", files, seed)[split]
+    classes = sorted({f.split("/", 1)[0] for f in files})
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(folder / f, index[f.split("/", 1)[0]]) for f in chosen]
+    return FileImageDataset(samples, classes, transform, "imagenet-r", split)
+
+
+# ---------------------------------------------------------------- CUB-200-2011
+def _read_table(path: Path) -> dict[int, str]:
+    rows = (line.split(" ", 1) for line in path.read_text().splitlines() if line.strip())
+    return {int(key): value.strip() for key, value in rows}
+
+
+def _cub200(split: str, root: Path, download: bool, verify: bool, transform: Transform | None,
+            split_kind: str = "reference"):
+    """``split_kind="reference"``: MISA/MePo's random 80/20 split; ``"official"``: train_test_split.txt."""
+    folder = ensure_extracted("cub200", root, download, verify)
+    if split_kind == "reference":
+        full = ImageFolder(str(folder / "images"))
+        parts = torch.utils.data.random_split(range(len(full)), [0.8, 0.2],
+                                              generator=torch.Generator().manual_seed(CUB_REFERENCE_SEED))
+        samples, classes = [full.samples[i] for i in parts[SPLITS.index(split)].indices], full.classes
+    elif split_kind == "official":
+        images, labels = _read_table(folder / "images.txt"), _read_table(folder / "image_class_labels.txt")
+        is_train, names = _read_table(folder / "train_test_split.txt"), _read_table(folder / "classes.txt")
+        want = "1" if split == "train" else "0"
+        samples = [(folder / "images" / images[i], int(labels[i]) - 1) for i in sorted(images) if is_train[i] == want]
+        classes = [names[k] for k in sorted(names)]
+    else:
+        raise ValueError(f"split_kind must be 'reference' or 'official', got {split_kind!r}")
+    return FileImageDataset(samples, classes, transform, "cub200", split)
+
+
+# ---------------------------------------------------------------- Tiny-ImageNet and plain ImageFolders
+def _tiny_imagenet(split: str, root: Path, download: bool, verify: bool, transform: Transform | None):
+    """Train: ``train/<wnid>/images``; test: the labelled ``val`` set (the official test set has no labels)."""
+    folder = ensure_extracted("tiny-imagenet", root, download, verify)
+    wnids = sorted((folder / "wnids.txt").read_text().split())
+    index = {w: i for i, w in enumerate(wnids)}
+    if split == "train":
+        samples = [(f, index[w]) for w in wnids for f in sorted((folder / "train" / w / "images").iterdir())
+                   if f.suffix.lower() in IMG_EXTENSIONS]
+    else:
+        rows = [line.split("\t") for line in (folder / "val" / "val_annotations.txt").read_text().splitlines() if line]
+        samples = [(folder / "val" / "images" / row[0], index[row[1]]) for row in rows]
+    return FileImageDataset(samples, wnids, transform, "tiny-imagenet", split)
+
+
+def _imagefolder(split: str, root: Path, download: bool, verify: bool, transform: Transform | None):
+    """Class folders of images at ``root``, or at ``root/<split>`` when that exists (test falls back to val)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found: point imagefolder:<path> (or root=) at a "
+                                f"folder of class folders, optionally split into train/ and val/ (or test/)")
+    candidates = {"test": ("test", "val"), "val": ("val", "test")}.get(split, (split,))
+    folder = next((root / c for c in candidates if (root / c).is_dir()), root)
+    full = ImageFolder(str(folder))
+    return FileImageDataset(full.samples, full.classes, transform, f"imagefolder:{root}", split)
+
+
+DATASETS: dict[str, Callable] = {"cifar100": _cifar100, "imagenet-r": _imagenet_r, "cub200": _cub200,
+                                 "tiny-imagenet": _tiny_imagenet, "imagefolder": _imagefolder}
+
+
+def get_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, download: bool = False,
+                verify: bool = True, transform: Transform | None = None, **options) -> torch.utils.data.Dataset:
+    """One split of a real dataset, as a ``Dataset`` with ``.targets`` and ``.classes``.
+
+    ``name``: one of :data:`DATASETS`, or ``"imagefolder:<path>"`` (``"imagefolder"`` takes the path from
+    ``root``). ``split``: ``"train"`` or ``"test"``. ``root``: folder holding ``<name>/`` (default
+    ``data_home()/datasets``). ``download``: fetch missing or corrupted archives. ``verify``: check archive
+    md5s. ``transform``: applied to the PIL image (default :func:`pil_to_uint8`). ``options``:
+    ``seed`` (imagenet-r split, default 0), ``split_kind`` (cub200: ``"reference"`` or ``"official"``).
+    """
+    if name.startswith("imagefolder:"):
+        name, root = "imagefolder", name.split(":", 1)[1]
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} (or 'imagefolder:<path>')")
+    if name == "imagefolder":
+        if root is None:
+            raise ValueError("imagefolder needs a folder: use name='imagefolder:<path>' or pass root=<path>")
+        return _imagefolder(split, Path(root).expanduser(), download, verify, transform)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    base = Path(root).expanduser() if root is not None else paths.data_home() / "datasets"
+    return DATASETS[name](split, base, download, verify, transform, **options)

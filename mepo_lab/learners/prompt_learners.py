@@ -1,0 +1,183 @@
+"""Prompt learners on a frozen ViT: ``l2p``, ``dualprompt`` and ``misa`` (reference notes §5, §2.2-2.3).
+
+All three train a linear head plus prompts (and keys) with Adam on images, with the loss
+``CE(head(g(f_prompted)) + mask, y) + λ · mean(1 − cos(q, k_selected))``, where ``q`` is the frozen
+backbone's CLS feature, ``f_prompted`` the prompted one and ``g`` MePo's output alignment (identity
+when off) — applied to the prompted feature right before the classifier, never to the query.
+
+* ``l2p`` (Wang et al., CVPR 2022, as in the MISA/MePo code): pool 10, top-5 prompts of 10 tokens after
+  the CLS token, feature = mean of the prompt tokens' outputs. Official quirk: the key loss is computed but
+  never stored, so it contributes 0 and the keys never move (``key_loss="official"``); ``"corrected"``
+  trains them (λ = 0.5). Masks: the batch mask in training, the seen-class mask at evaluation.
+* ``dualprompt`` (Wang et al., ECCV 2022, as in MISA): a general prompt (10 tokens at blocks 0-1) and an
+  expert prompt (20 tokens at blocks 2-4) picked from a pool of 10 by key matching; during task ``t`` the
+  match is restricted to key ``t`` (pool 10 / ``task_num`` 10), with the reference's routing quirk
+  (``routing="official"``: training always uses expert slot 0). λ = 1. Masks: seen classes / none.
+* ``misa`` (Kang et al., ICLR 2025): DualPrompt whose prompts start from ISA prompts (released tensors,
+  or any given), keys left random (``load_prompts_only``), and the batch logit mask; no mask at eval.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mepo_lab.backbones import cls_features, normalize
+from mepo_lab.learners.base import FeatureTransform, Learner, StepContext, logit_mask
+from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
+
+
+class PromptLearner(Learner):
+    """Shared machinery: frozen backbone, head, Adam over the trainable parts, masks, alignment."""
+
+    input_kind = "images"
+    train_mask: str | None = None  # the method's own masks (the runner uses them over GCLConfig's)
+    eval_mask: str | None = None
+
+    def __init__(self, backbone: nn.Module, lr: float = 5e-3, transform: FeatureTransform | None = None,
+                 lambd: float = 1.0) -> None:
+        self.vit, self.lr, self.transform, self.lambd = backbone, lr, transform, lambd
+        self.task = 0
+
+    def build_prompts(self, dim: int) -> nn.Module:
+        raise NotImplementedError
+
+    def prompted(self, x: torch.Tensor, query: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompted feature, key-matching distance ``1 − cos(q, k)``) for a normalised batch."""
+        raise NotImplementedError
+
+    def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
+        self.n_classes, self.device = n_classes, device
+        self.vit = self.vit.to(device).eval()
+        for p in self.vit.parameters():
+            p.requires_grad_(False)
+        dim = int(self.vit.num_features)
+        self.prompts = self.build_prompts(dim).to(device)
+        self.head = nn.Linear(dim, n_classes).to(device)
+        params = list(self.head.parameters()) + [p for p in self.prompts.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=self.lr)
+
+    def begin_task(self, task: int) -> None:
+        """DualPrompt/MISA restrict key matching to the current task's slot while training."""
+        self.task = task
+
+    def _forward(self, x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            query = cls_features(self.vit, x)
+        feat, dist = self.prompted(x, query, training)
+        feat = (self.train_features(feat) if training else self.eval_features(feat))
+        return self.head(feat), dist
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        x = normalize(x.to(self.device))
+        mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
+        for _ in range(ctx.online_iter):
+            flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
+            z, dist = self._forward(torch.where(flip, x.flip(-1), x), training=True)
+            loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(normalize(x.to(self.device)), training=False)[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",
+                "train_mask": self.train_mask, "eval_mask": self.eval_mask,
+                "transform": getattr(self.transform, "name", None)}
+
+
+class L2PLearner(PromptLearner):
+    """Learning to Prompt: a key–query pool of prompts inserted after the CLS token."""
+
+    name, train_mask, eval_mask = "l2p", "batch", "seen"
+
+    def __init__(self, backbone: nn.Module, pool: int = 10, top_k: int = 5, length: int = 10,
+                 key_loss: str = "official", lambd: float = 0.5, **kwargs) -> None:
+        if key_loss not in ("official", "corrected"):
+            raise ValueError(f"key_loss must be 'official' or 'corrected', got {key_loss!r}")
+        super().__init__(backbone, lambd=lambd if key_loss == "corrected" else 0.0, **kwargs)
+        self.pool, self.top_k, self.length, self.key_loss = pool, top_k, length, key_loss
+
+    def build_prompts(self, dim: int) -> nn.Module:
+        return PromptPool(self.pool, self.length, dim)
+
+    def prompted(self, x, query, training):
+        dist, chosen, _ = self.prompts.select(query, self.top_k)
+        return l2p_forward(self.vit, x, chosen.flatten(1, 2)), dist
+
+    def describe(self) -> dict:
+        return super().describe() | {"pool": self.pool, "top_k": self.top_k, "key_loss": self.key_loss}
+
+
+def prompt_layers(depth: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(G-prompt blocks, E-prompt blocks): the reference's (0, 1) and (2, 3, 4) for depth ≥ 5; scaled down
+    for the micro ViT (G at block 0, E at the blocks after it, both at block 0 for a single block)."""
+    if depth >= 5:
+        return (0, 1), (2, 3, 4)
+    return (0,), tuple(range(1, depth)) or (0,)
+
+
+class DualPromptLearner(PromptLearner):
+    """DualPrompt with prompt tuning: G-prompt at ``g_layers``, E-prompt (pool) at ``e_layers``."""
+
+    name, train_mask, eval_mask = "dualprompt", "seen", "none"
+
+    def __init__(self, backbone: nn.Module, g_layers: tuple[int, ...] | None = None, g_length: int = 10,
+                 e_layers: tuple[int, ...] | None = None, e_length: int = 20, pool: int = 10, task_num: int = 10,
+                 routing: str = "official", prompts: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 isa: bool = False, **kwargs) -> None:
+        super().__init__(backbone, **kwargs)
+        self.isa = isa  # MISA's initial session: every expert prompt competes, no task window
+        depth = len(backbone.blocks)
+        default_g, default_e = prompt_layers(depth)
+        g_layers, e_layers = tuple(g_layers or default_g), tuple(e_layers or default_e)
+        if max(g_layers + e_layers) >= depth:
+            raise ValueError(f"prompt layers {g_layers + e_layers} do not fit a ViT of depth {depth}")
+        self.g_layers, self.e_layers, self.g_length, self.e_length = g_layers, e_layers, g_length, e_length
+        self.pool, self.per_task, self.routing, self.init = pool, max(1, pool // task_num), routing, prompts
+
+    def build_prompts(self, dim: int) -> nn.Module:
+        module = nn.Module()
+        module.g = nn.Parameter(torch.empty(1, len(self.g_layers) * self.g_length, dim).uniform_(-1, 1))
+        module.e = PromptPool(self.pool, len(self.e_layers) * self.e_length, dim)
+        if self.init is not None:  # ISA prompts (MISA): prompts only, keys stay random
+            e, g = self.init
+            with torch.no_grad():
+                module.e.prompts.copy_(e.reshape(module.e.prompts.shape))
+                module.g.copy_(g.reshape(module.g.shape))
+        return module
+
+    def prompted(self, x, query, training):
+        start = self.task * self.per_task
+        window = (start, start + self.per_task) if training and start < self.pool and not self.isa else None
+        dist, chosen, _ = self.prompts.e.select(query, 1, window, self.routing)
+        b, dim = len(x), self.prompts.g.shape[-1]
+        g = self.prompts.g.expand(b, -1, -1).reshape(b, len(self.g_layers), self.g_length, dim)
+        e = chosen[:, 0].reshape(b, len(self.e_layers), self.e_length, dim)
+        layers: dict[int, list[torch.Tensor]] = {}
+        for j, i in enumerate(self.g_layers):
+            layers.setdefault(i, []).append(g[:, j])
+        for j, i in enumerate(self.e_layers):
+            layers.setdefault(i, []).append(e[:, j])
+        return prompt_tuning_forward(self.vit, x, layers), dist
+
+    def describe(self) -> dict:
+        return super().describe() | {"routing": self.routing, "pool": self.pool, "isa_prompts": self.init is not None}
+
+
+class MISALearner(DualPromptLearner):
+    """MISA: DualPrompt + ISA prompt initialisation + the batch logit mask (no mask at evaluation)."""
+
+    name, train_mask, eval_mask = "misa", "batch", "none"
+
+    def __init__(self, backbone: nn.Module, prompts: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 **kwargs) -> None:
+        if prompts is None:
+            raise ValueError("misa needs ISA prompts (e_prompt, g_prompt): the released tensors via "
+                             "mepo_lab.hub.mepo_artifacts for ViT-B/16, or mepo_lab.learners.isa.isa_prompts "
+                             "for the micro ViT; without them use learner 'dualprompt'")
+        super().__init__(backbone, prompts=prompts, **kwargs)
