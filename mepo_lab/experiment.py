@@ -98,7 +98,7 @@ def make_transform(mode: str, alpha: float, covariance: np.ndarray | None, ridge
 def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: int, *, alignment: str = "none",
                     alpha: float | None = None, stream_seed: int | None = None,
                     out_path: str | Path | None = None, callbacks: Iterable[Any] = (), progress: bool = True,
-                    **learner_kwargs) -> RunResult:
+                    resume: bool = False, **learner_kwargs) -> RunResult:
     """One feature-cached Si-Blurry run (``stream_seed`` defaults to ``seed``; α to ``preset.align.alpha``)."""
     s, alpha = preset.stream, preset.align.alpha if alpha is None else alpha
     stream = si_blurry(feats.train.targets, n_tasks=s.n_tasks, n=s.n, m=s.m,
@@ -114,7 +114,7 @@ def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: in
                                                      "features": feats.train.key, "alpha": alpha})
     return run_gcl(make_learner(learner, **learner_kwargs), feats.train.tensor(), feats.test.tensor(),
                    feats.test.targets, stream, preset.gcl, train_seed=seed, result=result,
-                   callbacks=callbacks, out_path=out_path, progress=progress)
+                   callbacks=callbacks, out_path=out_path, progress=progress, resume=resume)
 
 
 @lru_cache(maxsize=2)
@@ -126,7 +126,7 @@ def _world_images(world_cfg) -> tuple:
 def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",
                   alpha: float | None = None, data_home: str | Path | None = None,
                   out_path: str | Path | None = None, callbacks: Iterable[Any] = (), progress: bool = True,
-                  **learner_kwargs) -> RunResult:
+                  resume: bool = False, **learner_kwargs) -> RunResult:
     """One Si-Blurry run of an image learner (``finetune``, ``l2p``, ``dualprompt``, ``misa``).
 
     MePo's alignment acts on the prompted CLS feature before the classifier, with the meta covariance
@@ -154,7 +154,7 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     return run_gcl(make_learner(learner, backbone=copy.deepcopy(backbone.model), **learner_kwargs),
                    torch.from_numpy(train.images), torch.from_numpy(test.images), test.targets, stream,
                    preset.gcl, train_seed=seed, result=result, callbacks=callbacks, out_path=out_path,
-                   device=pick_device(preset.device), progress=progress)
+                   device=pick_device(preset.device), progress=progress, resume=resume)
 
 
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,
@@ -176,10 +176,10 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
             path = out / "runs" / f"{learner}_{kind}_{alignment}_seed{seed}.json"
             if learner in IMAGE_LEARNERS:
                 run = run_on_images(preset, learner, backbones[kind], seed, alignment=alignment,
-                                    data_home=data_home, out_path=path, progress=progress)
+                                    data_home=data_home, out_path=path, progress=progress, resume=True)
             else:
                 run = run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
-                                      out_path=path)
+                                      out_path=path, resume=True)
             runs.append(run)
             rows.append(run.summary())
             paths.atomic_save_json(out / "results.json", rows)

@@ -19,7 +19,9 @@ The run record is written atomically after every evaluation when ``out_path`` is
 """
 from __future__ import annotations
 
+import json
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mepo_lab import metrics
+from mepo_lab import metrics, paths
 from mepo_lab.config import GCLConfig
 from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
 from mepo_lab.results import RunResult
@@ -108,16 +110,54 @@ def _emit(callbacks: Iterable[Any], event: str, *args) -> None:
             fn(*args)
 
 
+def checkpoint_path(out_path: str | Path) -> Path:
+    """Where a run recorded at ``out_path`` keeps its resume state (``<name>.ckpt.pt``)."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".ckpt.pt")
+
+
+class _RunState:
+    """The runner's position in the stream and everything needed to continue from it."""
+
+    def __init__(self, n_classes: int, eval_period: int) -> None:
+        self.exposure, self.samples, self.next_eval = _Exposure(n_classes), 0, eval_period
+        self.task, self.b0 = 0, 0
+
+    def save(self, path: Path, learner: Learner, res: RunResult, fingerprint: str) -> None:
+        state = {"fingerprint": fingerprint, "task": self.task, "b0": self.b0, "samples": self.samples, "next_eval": self.next_eval,
+                 "exposure": (self.exposure.index.copy(), list(self.exposure.order)),
+                 "learner": learner.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "result": asdict(res)}
+        paths.atomic_write(path, lambda h: torch.save(state, h))
+
+    def load(self, path: Path, learner: Learner, fingerprint: str) -> RunResult | None:
+        """Restore the state saved at ``path``; ``None`` (and a warning) if it belongs to another run."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            warnings.warn(f"{path} was saved by a run with other settings: starting this run from scratch")
+            return None
+        self.task, self.b0, self.samples, self.next_eval = state["task"], state["b0"], state["samples"], state["next_eval"]
+        self.exposure.index, self.exposure.order = state["exposure"][0].copy(), list(state["exposure"][1])
+        learner.load_state_dict(state["learner"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return RunResult(**state["result"])
+
+
 def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray, stream,
             cfg: GCLConfig | None = None, *, train_seed: int = 1, result: RunResult | None = None,
             callbacks: Iterable[Any] = (), out_path: str | Path | None = None, device: str | torch.device = "cpu",
-            progress: bool = True) -> RunResult:
+            progress: bool = True, resume: bool = False) -> RunResult:
     """Run ``learner`` online over ``stream`` (built on the training labels) and return the record.
 
     ``train_x``/``test_x`` are feature tensors (float) or uint8 images, matching ``learner.input_kind``;
     ``test_y`` holds the original test labels. ``train_seed`` seeds the learner's initialisation and
     any randomness in its updates, separately from the stream's seed; the caller's global torch RNG is
-    left untouched.
+    left untouched. With ``out_path``, the record is rewritten after every evaluation and a resume state
+    (:func:`checkpoint_path`) is kept until the run finishes; ``resume=True`` continues a killed run from
+    its last evaluation and gives the results of an uninterrupted one.
     """
     cfg = GCLConfig() if cfg is None else cfg
     _check(cfg, learner, train_x, test_x, test_y, stream)
@@ -125,54 +165,73 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     cfg = replace(cfg, train_mask=learner.train_mask or cfg.train_mask, eval_mask=learner.eval_mask or cfg.eval_mask)
     device, callbacks = torch.device(device), list(callbacks)
     n_classes, test_y = stream.n_classes, np.asarray(test_y, np.int64)
+    ckpt = checkpoint_path(out_path) if out_path is not None else None
+    fingerprint = json.dumps([learner.describe(), asdict(cfg), stream.seed, train_seed, len(stream), n_classes,
+                              len(test_y)], sort_keys=True, default=str)
+    st, start = _RunState(n_classes, cfg.eval_period), time.perf_counter()
     res = result or RunResult(method=learner.name)
     res.stream_seed, res.train_seed = stream.seed, train_seed
     res.meta = res.meta | {"learner": learner.describe(), "gcl": asdict(cfg)}
-    exposure, start, samples, next_eval = _Exposure(n_classes), time.perf_counter(), 0, cfg.eval_period
     bar = tqdm(total=len(stream), desc=f"GCL {learner.name}", disable=not progress, mininterval=0.5)
 
     def record_eval(task: int | None = None) -> None:
-        acc, cls_acc = evaluate(learner, test_x, test_y, exposure, n_classes, cfg, device)
+        acc, cls_acc = evaluate(learner, test_x, test_y, st.exposure, n_classes, cfg, device)
         if task is None:
-            res.anytime_samples.append(samples)
-            res.anytime_points.append(next_eval)
+            res.anytime_samples.append(st.samples)
+            res.anytime_points.append(st.next_eval)
             res.anytime_acc.append(acc)
             res.anytime_class_acc.append(cls_acc.tolist())
-            res.anytime_n_seen.append(len(exposure.order))
+            res.anytime_n_seen.append(len(st.exposure.order))
         else:
-            res.task_end_samples.append(samples)
+            res.task_end_samples.append(st.samples)
             res.task_end_acc.append(acc)
             res.class_acc.append(cls_acc.tolist())
-        res.exposed_classes = list(exposure.order)
-        res.wall_seconds = time.perf_counter() - start
+        res.exposed_classes = list(st.exposure.order)
+        res.wall_seconds = elapsed + time.perf_counter() - start
+
+    def persist() -> None:
         if out_path is not None:
             res.save(out_path)
+            st.save(ckpt, learner, res, fingerprint)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_seed)
         learner.setup(n_classes, int(train_x.shape[1]) if train_x.ndim == 2 else 0, device)
+        elapsed = 0.0
+        restored = st.load(ckpt, learner, fingerprint) if resume and ckpt is not None and ckpt.exists() else None
+        if restored is not None:
+            res, elapsed = restored, restored.wall_seconds
+            bar.update(st.samples)
+        else:
+            st = _RunState(n_classes, cfg.eval_period)
         _emit(callbacks, "on_run_start", res)
-        for task, indices in enumerate(stream.task_indices):
+        for task in range(st.task, len(stream.task_indices)):
+            indices = stream.task_indices[task]
             learner.begin_task(task)
-            for b0 in range(0, len(indices), cfg.batch_size):
+            for b0 in range(st.b0 if task == st.task else 0, len(indices), cfg.batch_size):
                 batch = indices[b0:b0 + cfg.batch_size]
-                y = torch.from_numpy(exposure.update(stream.labels[batch])).to(device)
-                ctx = StepContext(len(exposure.order), cfg.online_iter, cfg.train_mask)
+                y = torch.from_numpy(st.exposure.update(stream.labels[batch])).to(device)
+                ctx = StepContext(len(st.exposure.order), cfg.online_iter, cfg.train_mask)
                 info = learner.observe(train_x[torch.from_numpy(batch)].to(device), y, ctx)
-                samples += len(batch)
+                st.samples += len(batch)
                 bar.update(len(batch))
                 _emit(callbacks, "on_batch", res, info)
-                if samples + len(batch) > next_eval:
+                if st.samples + len(batch) > st.next_eval:
                     record_eval()
-                    next_eval += cfg.eval_period
+                    st.next_eval += cfg.eval_period
+                    st.task, st.b0 = task, b0 + cfg.batch_size
+                    persist()
                     _emit(callbacks, "on_eval", res)
             record_eval(task)
+            st.task, st.b0 = task + 1, 0
+            persist()
             _emit(callbacks, "on_task_end", res, task)
     bar.close()
     # A stream shorter than one eval period has no anytime point: A_auc is then undefined (NaN).
     res.metrics = metrics.summarize(res.anytime_acc or [float("nan")], res.task_end_acc, np.asarray(res.class_acc))
-    res.finished, res.wall_seconds = True, time.perf_counter() - start
+    res.finished, res.wall_seconds = True, elapsed + time.perf_counter() - start
     if out_path is not None:
         res.save(out_path)
+        ckpt.unlink(missing_ok=True)
     _emit(callbacks, "on_run_end", res)
     return res

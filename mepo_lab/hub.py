@@ -21,9 +21,10 @@ Files are downloaded with ``huggingface_hub.hf_hub_download`` (its cache, ``HF_H
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, 
 
 from mepo_lab.covariance import load_covariance
 
-__all__ = ["REPO_ID", "RELEASES", "ARTIFACT_KEYS", "Release", "Prompts", "WeightsUnavailableError",
-           "artifact_files", "mepo_artifacts", "load_prompts", "load_mepo_covariance", "hub_is_offline",
+__all__ = ["ARTIFACT_KEYS", "RELEASES", "REPO_ID", "Prompts", "Release", "WeightsUnavailableError",
+           "artifact_files", "hub_is_offline", "load_mepo_covariance", "load_prompts", "mepo_artifacts",
            "unavailable_message"]
 
 REPO_ID = "long2333/MePo"
@@ -165,10 +166,10 @@ def _artifacts_message(backbone: str, missing: list[str], revision: str | None,
                        cache_dir: str | os.PathLike | None) -> str:
     folder = _release(backbone).folder
     remedies = [f"run once with network access (HF_HUB_OFFLINE unset): mepo_artifacts({backbone!r})",
-                f"or download them elsewhere: hf download {REPO_ID} --include '{ROOT}/{folder}/*' "
-                f"--include '{ROOT}/*_prompt.pt' (huggingface_hub < 1.0: huggingface-cli download "
-                f"{REPO_ID} --include '{ROOT}/{folder}/*' '{ROOT}/*_prompt.pt'), then copy the folder "
-                f"models--{REPO_ID.replace('/', '--')} into this cache"]
+                (f"or download them elsewhere: hf download {REPO_ID} --include '{ROOT}/{folder}/*' "
+                 f"--include '{ROOT}/*_prompt.pt' (huggingface_hub < 1.0: huggingface-cli download "
+                 f"{REPO_ID} --include '{ROOT}/{folder}/*' '{ROOT}/*_prompt.pt'), then copy the folder "
+                 f"models--{REPO_ID.replace('/', '--')} into this cache")]
     return unavailable_message(f"MePo artefacts for {backbone!r}", REPO_ID, missing, revision, cache_dir,
                                remedies)
 

@@ -29,8 +29,8 @@ from mepo_lab.backbones import weights_hash
 from mepo_lab.hub import NOT_CACHED_ERRORS, WeightsUnavailableError, unavailable_message
 from mepo_lab.pretrain import Backbone
 
-__all__ = ["BACKBONES", "LOCAL_PREFIX", "DEFAULT_LOCAL_ARCH", "create_backbone", "normalization_stats",
-           "WeightsUnavailableError"]
+__all__ = ["BACKBONES", "DEFAULT_LOCAL_ARCH", "LOCAL_PREFIX", "WeightsUnavailableError", "create_backbone",
+           "normalization_stats"]
 
 LOCAL_PREFIX = "local:"
 DEFAULT_LOCAL_ARCH = "vit_base_patch16_224"
@@ -107,10 +107,10 @@ def _offline_message(timm_name: str, cache_dir: str | os.PathLike | None) -> str
     cfg = timm.models.get_pretrained_cfg(timm_name)
     repo = cfg.hf_hub_id or f"timm/{timm_name}"
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors (or pytorch_model.bin)"]
-    remedies = [f"run once with network access (HF_HUB_OFFLINE unset): create_backbone(...) with "
-                f"pretrained=True downloads it (or: hf download {repo})",
-                f"or load a local copy of the weights: create_backbone('{LOCAL_PREFIX}/path/to/weights.pth', "
-                f"arch='{timm_name}')"]
+    remedies = [(f"run once with network access (HF_HUB_OFFLINE unset): create_backbone(...) with "
+                 f"pretrained=True downloads it (or: hf download {repo})"),
+                (f"or load a local copy of the weights: create_backbone('{LOCAL_PREFIX}/path/to/weights.pth', "
+                 f"arch='{timm_name}')")]
     return unavailable_message(f"Weights of {timm_name}", repo, files, None, cache_dir, remedies)
 
 
@@ -120,14 +120,14 @@ def _create_local(path: Path, arch: str, pretrained: bool, timm_kwargs: dict) ->
                          f"(or create_backbone(..., pretrained=False) with a registry name for random weights)")
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path} (from {LOCAL_PREFIX}{path})")
-    overlay = dict(file=str(path), num_classes=0, custom_load=False)
+    overlay = {"file": str(path), "num_classes": 0, "custom_load": False}
     try:
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, num_classes=0,
                                  **timm_kwargs)
     except RuntimeError as err:  # torch's strict load_state_dict: missing / unexpected / mis-shaped keys
         if "Error(s) in loading state_dict" not in str(err):
             raise
-        detail = " ".join(str(err).split())
+        detail = " ".join(str(err).split()).rstrip(". ")
         detail = detail if len(detail) < 600 else detail[:600] + " ..."
         raise ValueError(f"{path} does not fit timm {arch!r}: {detail}. The file must be a head-less state "
                          "dict of that architecture (MePo's release format, see "

@@ -10,6 +10,7 @@ import pickle
 import struct
 import tarfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,7 @@ from PIL import Image
 class _Py2Pickler(pickle._Pickler):
     """Protocol-2 pickler that stores ``bytes`` as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING)."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def _save_py2_str(self, obj: bytes) -> None:
         n = len(obj)

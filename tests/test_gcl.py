@@ -137,3 +137,86 @@ def test_mismatched_inputs_are_named():
         run_gcl(make_learner("linear"), images, images[:len(yte)], yte, stream)
     with pytest.raises(ValueError, match=r"test_x \(60, 4\) / test_y \(60\) do not match train_x \(240, 8\)"):
         run_gcl(make_learner("linear"), x, xte[:, :4], yte, stream)
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.test_gcl import resumable_setup
+from mepo_lab.gcl import run_gcl
+
+class Kill:
+    def __init__(self):
+        self.n = 0
+    def on_eval(self, res):
+        self.n += 1
+        if self.n == {kill_at}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+learner, args, kwargs = resumable_setup({name!r})
+run_gcl(learner, *args, **kwargs, out_path={out!r}, callbacks=[Kill()], progress=False)
+"""
+
+
+def resumable_setup(name):
+    """A small but real run: clustered features for `linear`, tiny images for `dualprompt`."""
+    from mepo_lab.backbones import create_micro_vit
+    from mepo_lab.config import MicroViTConfig
+
+    x, y, xte, yte, _ = clustered(per_class=60)
+    cfg = GCLConfig(batch_size=16, eval_period=48, online_iter=2)
+    if name == "linear":
+        learner = make_learner("linear")
+    else:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (len(y), 3, 16, 16), dtype=torch.uint8, generator=gen)
+        xte = torch.randint(0, 256, (len(yte), 3, 16, 16), dtype=torch.uint8, generator=gen)
+        vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=2, num_heads=2), 16, seed=0)
+        learner = make_learner(name, backbone=vit, routing="corrected")
+    stream = si_blurry(y, n_tasks=3, n=50, m=10, seed=2)
+    return learner, (x, xte, yte, stream, cfg), {"train_seed": 3}
+
+
+@pytest.mark.parametrize("name", ["linear", "dualprompt"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, name):
+    import os
+    import subprocess
+    import sys
+
+    from mepo_lab.gcl import checkpoint_path
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run.json"
+    code = KILLED_RUN.format(root=root, name=name, out=str(out), kill_at=4)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert checkpoint_path(out).exists() and not RunResult.load(out).finished
+    learner, args, kwargs = resumable_setup(name)
+    resumed = run_gcl(learner, *args, **kwargs, out_path=out, resume=True, progress=False)
+    learner, args, kwargs = resumable_setup(name)
+    straight = run_gcl(learner, *args, **kwargs, progress=False)
+    for field in ("anytime_samples", "anytime_acc", "anytime_class_acc", "task_end_acc", "class_acc",
+                  "exposed_classes", "metrics"):
+        np.testing.assert_equal(getattr(resumed, field), getattr(straight, field), err_msg=field)  # NaN == NaN
+    assert resumed.finished and not checkpoint_path(out).exists()
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    from mepo_lab.gcl import checkpoint_path
+
+    x, y, xte, yte, _ = clustered()
+    stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)
+    out = tmp_path / "run.json"
+
+    class Stop:
+        def on_eval(self, res):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_gcl(make_learner("linear"), x, xte, yte, stream, GCLConfig(eval_period=40), out_path=out,
+                callbacks=[Stop()], progress=False)
+    assert checkpoint_path(out).exists()
+    with pytest.warns(UserWarning, match="other settings"):
+        res = run_gcl(make_learner("linear", lr=1e-3), x, xte, yte, stream, GCLConfig(eval_period=40),
+                      out_path=out, resume=True, progress=False)
+    assert res.finished and res.anytime_samples[0] < 80

@@ -21,7 +21,7 @@ from mepo_lab import hub, zoo
 from mepo_lab.backbones import cls_features, load_mepo_backbone, save_mepo_backbone, weights_hash
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-MICRO = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)  # timm kwargs, tiny ViT
+MICRO = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}  # timm kwargs, tiny ViT
 
 
 @pytest.fixture

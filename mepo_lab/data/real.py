@@ -26,9 +26,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torchvision.datasets import CIFAR100, ImageFolder
@@ -172,7 +173,7 @@ def ensure_extracted(name: str, root: Path, download: bool = False, verify: bool
         actual = _md5_mismatch(archive, spec.md5)
         if actual is not None and not download:
             raise ChecksumError(f"{archive} has md5 {actual}, expected {spec.md5} (corrupted or incomplete); "
-                                f"delete it and pass download=True, or pass verify=False to accept it")
+                                f"pass download=True to delete and re-fetch it, or verify=False to accept it")
         if actual is not None:
             archive.unlink()
             _unpack(spec, base, target, fetch=True, verify=verify)
@@ -209,8 +210,8 @@ def _cifar100(split: str, root: Path, download: bool, verify: bool, transform: T
                            f"extracted {CIFAR100.base_folder}/", base)
         actual = _md5_mismatch(tgz, CIFAR100.tgz_md5) if verify else None
         if actual is not None:
-            raise ChecksumError(f"{tgz} has md5 {actual}, expected {CIFAR100.tgz_md5}; delete it and pass "
-                                f"download=True, or pass verify=False to accept it")
+            raise ChecksumError(f"{tgz} has md5 {actual}, expected {CIFAR100.tgz_md5}; pass download=True "
+                                f"to re-fetch it, or verify=False to accept it")
         download = True  # torchvision then only extracts the archive that is already there
     try:
         ds = _CIFAR100(base, split == "train", transform or pil_to_uint8, download, verify)
@@ -253,7 +254,8 @@ def load_or_make_split(path: Path, files: list[str], seed: int) -> dict[str, lis
     """The split saved at ``path`` (checked against ``files``), or a new one saved there atomically."""
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("listing_sha256") != _listing_digest(files) or sorted(saved["train"] + saved["test"]) != sorted(files):
+        same_files = sorted(saved["train"] + saved["test"]) == sorted(files)
+        if saved.get("listing_sha256") != _listing_digest(files) or not same_files:
             raise RuntimeError(f"{path} was made for another file list ({saved.get('n_files')} files, now "
                                f"{len(files)}); delete it to make a new split")
         return {"train": saved["train"], "test": saved["test"]}

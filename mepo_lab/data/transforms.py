@@ -22,7 +22,7 @@ AutoAugment op for the whole batch; call per sample for per-sample randomness.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torchvision.transforms import v2

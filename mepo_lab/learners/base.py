@@ -88,6 +88,22 @@ class Learner(ABC):
         transform = getattr(self, "transform", None)
         return x if transform is None else transform(x)
 
+    def state_dict(self) -> dict:
+        """Everything ``observe`` has changed (parameters, optimiser, running statistics), for resume."""
+        raise NotImplementedError(f"learner {self.name!r} cannot be checkpointed")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` after ``setup``."""
+        raise NotImplementedError(f"learner {self.name!r} cannot be checkpointed")
+
+    def _transform_state(self) -> dict:
+        transform = getattr(self, "transform", None)
+        return transform.state_dict() if hasattr(transform, "state_dict") else {}
+
+    def _load_transform_state(self, state: dict) -> None:
+        if state:
+            self.transform.load_state_dict(state)
+
     @property
     def batch_independent(self) -> bool:
         """Whether a sample's scores ignore its batch-mates (false under batch-statistics alignment)."""

@@ -47,6 +47,14 @@ class FinetuneLearner(Learner):
             self.opt.step()
         return {"loss": loss.detach()}
 
+    def state_dict(self) -> dict:
+        return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backbone.load_state_dict(state["backbone"])
+        self.head.load_state_dict(state["head"])
+        self.opt.load_state_dict(state["opt"])
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.backbone.eval()

@@ -71,6 +71,15 @@ class LinearLearner(Learner):
         denom = self.v.sqrt().div_((1 - b2 ** self.t) ** 0.5).add_(self.eps)
         self.theta.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.t))
 
+    def state_dict(self) -> dict:
+        return {"theta": self.theta.clone(), "m": self.m.clone(), "v": self.v.clone(), "t": self.t,
+                "transform": self._transform_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.theta, self.m, self.v, self.t = (state["theta"].to(self.device), state["m"].to(self.device),
+                                              state["v"].to(self.device), state["t"])
+        self._load_transform_state(state["transform"])
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_features(x).float() @ self.weight.T + self.bias

@@ -47,6 +47,14 @@ class NCMLearner(Learner):
                 self._prototypes = F.normalize(self._prototypes, dim=1)
         return self._prototypes
 
+    def state_dict(self) -> dict:
+        return {"sums": self.sums.clone(), "counts": self.counts.clone(), "transform": self._transform_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.counts = state["sums"].to(self.sums.device), state["counts"].to(self.counts.device)
+        self._prototypes = None
+        self._load_transform_state(state["transform"])
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         f, means = self.eval_features(x).float(), self.prototypes()

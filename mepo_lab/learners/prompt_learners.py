@@ -84,6 +84,17 @@ class PromptLearner(Learner):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(normalize(x.to(self.device)), training=False)[0]
 
+    def state_dict(self) -> dict:
+        return {"prompts": self.prompts.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
+                "task": self.task, "transform": self._transform_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.prompts.load_state_dict(state["prompts"])
+        self.head.load_state_dict(state["head"])
+        self.opt.load_state_dict(state["opt"])
+        self.task = state["task"]
+        self._load_transform_state(state["transform"])
+
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",
                 "train_mask": self.train_mask, "eval_mask": self.eval_mask,
