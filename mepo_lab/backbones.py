@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +45,44 @@ def create_micro_vit(cfg: MicroViTConfig, image_size: int, num_classes: int = 0,
                                  num_classes=num_classes, global_pool="token", class_token=True)
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 ``(B, 3, H, W)`` → float32: resize to ``size × size`` (if given), then ``(x / 255 − mean) / std``.
+
+    The default is the synthetic world's (no resize, mean 0.5, std 0.25). Real datasets use their
+    statistics (the Si-Blurry convention) or the backbone's, and ``size=224`` for ViT-B/16: images can
+    stay small in memory and be resized on the device, batch by batch.
+    """
+
+    mean: tuple[float, float, float] = WORLD_MEAN
+    std: tuple[float, float, float] = WORLD_STD
+    size: int | None = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"expected uint8 images, got {images.dtype}; pass raw pixels, not normalised ones")
+        x = images.float()
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x / 255.0 - mean) / std
+
+    @property
+    def id(self) -> str:
+        """A string identifying the preprocessing (part of feature-cache keys)."""
+        if self == Preprocess():
+            return TRANSFORM_ID
+        return f"uint8/255-resize{self.size}-norm({self.mean},{self.std})"
+
+
+WORLD_PREPROCESS = Preprocess()
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` → float32 ``(x / 255 − mean) / std`` with the world statistics."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images, got {images.dtype}; pass raw pixels, not normalised ones")
-    mean = torch.tensor(WORLD_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(WORLD_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    """The synthetic world's preprocessing: uint8 → ``(x / 255 − 0.5) / 0.25`` (:data:`WORLD_PREPROCESS`)."""
+    return WORLD_PREPROCESS(images)
 
 
 def cls_features(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:

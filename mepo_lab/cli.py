@@ -165,11 +165,14 @@ COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mepo-lab`` console script."""
+    from mepo_lab.device import DeviceMemoryError, oom_guard
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        COMMANDS[args.command](args)
-    except (ValueError, PermissionError) as err:
+        with oom_guard(args.command, getattr(args, "preset", "")):
+            COMMANDS[args.command](args)
+    except (ValueError, PermissionError, FileNotFoundError, DeviceMemoryError) as err:
         parser.exit(2, f"mepo-lab: error: {err}\n")
     return 0
 

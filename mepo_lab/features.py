@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import TRANSFORM_ID, cls_features, normalize, pick_device
+from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features, pick_device
+from mepo_lab.device import Amp
 from mepo_lab.data.base import ImageArrays
 
 
@@ -45,7 +46,7 @@ class FeatureSet:
         return torch.from_numpy(np.ascontiguousarray(self.features)).to(dtype)
 
 
-def feature_key(weights_hash: str, dataset_name: str, transform_id: str = TRANSFORM_ID) -> str:
+def feature_key(weights_hash: str, dataset_name: str, transform_id: str = WORLD_PREPROCESS.id) -> str:
     """Cache key: ``sha256(weights | transform | dataset)`` (first 16 hex digits)."""
     blob = f"{weights_hash}|{transform_id}|{dataset_name}".encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -53,25 +54,27 @@ def feature_key(weights_hash: str, dataset_name: str, transform_id: str = TRANSF
 
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, images: np.ndarray, *, batch_size: int = 512,
-                     device: str = "auto", progress: bool = True, desc: str = "features") -> np.ndarray:
-    """``f_i = norm(ViT(normalize(x_i)))[CLS]`` for every image, as float16 ``(N, d)``."""
+                     device: str = "auto", progress: bool = True, desc: str = "features",
+                     preprocess: Preprocess = WORLD_PREPROCESS) -> np.ndarray:
+    """``f_i = norm(ViT(preprocess(x_i)))[CLS]`` for every uint8 image, as float16 ``(N, d)`` (autocast on GPU)."""
     dev = pick_device(device)
-    model = model.eval().to(dev)
+    model, amp = model.eval().to(dev), Amp(dev)
     out = np.empty((len(images), model.num_features), np.float16)
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, mininterval=1.0):
-        x = normalize(torch.from_numpy(images[start:start + batch_size]).to(dev))
-        out[start:start + batch_size] = cls_features(model, x).float().cpu().numpy()
+        x = preprocess(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(dev))
+        with amp.autocast():
+            out[start:start + batch_size] = cls_features(model, x).float().cpu().numpy()
     return out
 
 
 def cached_features(backbone, dataset_name: str, make_data: Callable[[], ImageArrays], *,
                     data_home: str | Path | None = None, batch_size: int = 512, device: str = "auto",
-                    progress: bool = True) -> FeatureSet:
+                    progress: bool = True, preprocess: Preprocess = WORLD_PREPROCESS) -> FeatureSet:
     """Features of ``make_data()`` under ``backbone`` (a :class:`~mepo_lab.pretrain.Backbone`), cached.
 
     ``make_data`` is only called on a cache miss, so a warm cache never renders or loads images.
     """
-    key = feature_key(backbone.weights_hash, dataset_name)
+    key = feature_key(backbone.weights_hash, dataset_name, preprocess.id)
     folder = paths.subdir("features", data_home) / key
     feats_path, targets_path, meta_path = folder / "features.npy", folder / "targets.npy", folder / "meta.json"
     if feats_path.exists() and targets_path.exists() and meta_path.exists():
@@ -83,11 +86,11 @@ def cached_features(backbone, dataset_name: str, make_data: Callable[[], ImageAr
     if data.name != dataset_name:
         raise ValueError(f"make_data() returned dataset {data.name!r}, expected {dataset_name!r}")
     feats = extract_features(backbone.model, data.images, batch_size=batch_size, device=device,
-                             progress=progress, desc=f"features ({backbone.kind})")
+                             progress=progress, desc=f"features ({backbone.kind})", preprocess=preprocess)
     seconds = time.perf_counter() - start
     paths.atomic_write(feats_path, lambda h: np.save(h, feats))
     paths.atomic_write(targets_path, lambda h: np.save(h, data.targets))
     paths.atomic_save_json(meta_path, {"dataset": dataset_name, "backbone": backbone.weights_hash,
-                                       "kind": backbone.kind, "transform": TRANSFORM_ID,
+                                       "kind": backbone.kind, "transform": preprocess.id,
                                        "shape": list(feats.shape), "seconds": seconds})
     return FeatureSet(feats, data.targets, key, dataset_name, backbone.weights_hash, seconds)

@@ -12,7 +12,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from mepo_lab.backbones import cls_features, normalize
+from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.device import Amp
 from mepo_lab.learners.base import Learner, StepContext, logit_mask
 
 
@@ -22,8 +23,10 @@ class FinetuneLearner(Learner):
     name = "finetune"
     input_kind = "images"
 
-    def __init__(self, backbone: torch.nn.Module, head_lr: float = 5e-3, backbone_lr: float = 1e-4) -> None:
+    def __init__(self, backbone: torch.nn.Module, head_lr: float = 5e-3, backbone_lr: float = 1e-4,
+                 preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True) -> None:
         self.source, self.head_lr, self.backbone_lr = backbone, head_lr, backbone_lr
+        self.pre, self.use_amp = preprocess, amp
 
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
         self.n_classes, self.device = n_classes, device
@@ -33,18 +36,18 @@ class FinetuneLearner(Learner):
             {"params": self.backbone.parameters(), "lr": self.backbone_lr},
             {"params": self.head.parameters(), "lr": self.head_lr},
         ])
+        self.amp = Amp(device, self.use_amp)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        x = normalize(x.to(self.device))
+        x = self.pre(x.to(self.device))
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         self.backbone.train()
         for _ in range(ctx.online_iter):
             flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
-            z = self.head(cls_features(self.backbone, torch.where(flip, x.flip(-1), x)))
+            with self.amp.autocast():
+                z = self.head(cls_features(self.backbone, torch.where(flip, x.flip(-1), x))).float()
             loss = F.cross_entropy(z if mask is None else z + mask, y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:
@@ -58,7 +61,8 @@ class FinetuneLearner(Learner):
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.backbone.eval()
-        return self.head(cls_features(self.backbone, normalize(x.to(self.device))))
+        with self.amp.autocast():
+            return self.head(cls_features(self.backbone, self.pre(x.to(self.device)))).float()
 
     def describe(self) -> dict:
         return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam"}

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mepo_lab.backbones import cls_features, normalize
+from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.device import Amp
 from mepo_lab.learners.base import FeatureTransform, Learner, StepContext, logit_mask
 from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
 
@@ -35,9 +36,9 @@ class PromptLearner(Learner):
     eval_mask: str | None = None
 
     def __init__(self, backbone: nn.Module, lr: float = 5e-3, transform: FeatureTransform | None = None,
-                 lambd: float = 1.0) -> None:
+                 lambd: float = 1.0, preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True) -> None:
         self.vit, self.lr, self.transform, self.lambd = backbone, lr, transform, lambd
-        self.task = 0
+        self.pre, self.use_amp, self.task = preprocess, amp, 0
 
     def build_prompts(self, dim: int) -> nn.Module:
         raise NotImplementedError
@@ -56,33 +57,33 @@ class PromptLearner(Learner):
         self.head = nn.Linear(dim, n_classes).to(device)
         params = list(self.head.parameters()) + [p for p in self.prompts.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=self.lr)
+        self.amp = Amp(device, self.use_amp)
 
     def begin_task(self, task: int) -> None:
         """DualPrompt/MISA restrict key matching to the current task's slot while training."""
         self.task = task
 
     def _forward(self, x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            query = cls_features(self.vit, x)
-        feat, dist = self.prompted(x, query, training)
-        feat = (self.train_features(feat) if training else self.eval_features(feat))
-        return self.head(feat), dist
+        with self.amp.autocast():
+            with torch.no_grad():
+                query = cls_features(self.vit, x)
+            feat, dist = self.prompted(x, query, training)
+        feat = self.train_features(feat.float()) if training else self.eval_features(feat.float())
+        return self.head(feat), dist.float()
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        x = normalize(x.to(self.device))
+        x = self.pre(x.to(self.device))
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         for _ in range(ctx.online_iter):
             flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
             z, dist = self._forward(torch.where(flip, x.flip(-1), x), training=True)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(normalize(x.to(self.device)), training=False)[0]
+        return self._forward(self.pre(x.to(self.device)), training=False)[0]
 
     def state_dict(self) -> dict:
         return {"prompts": self.prompts.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
@@ -97,7 +98,8 @@ class PromptLearner(Learner):
 
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",
-                "train_mask": self.train_mask, "eval_mask": self.eval_mask,
+                "train_mask": self.train_mask, "eval_mask": self.eval_mask, "preprocess": self.pre.id,
+                "precision": self.amp.describe() if hasattr(self, "amp") else None,
                 "transform": getattr(self.transform, "name", None)}
 
 

@@ -31,6 +31,7 @@ from mepo_lab import paths
 from mepo_lab.backbones import normalize, save_mepo_backbone
 from mepo_lab.config import MePoConfig
 from mepo_lab.data.augment import train_augment
+from mepo_lab.device import Amp
 from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTaskSampler
 from mepo_lab.mepo.reptile import MetaModel, masked_logits, reptile_step_, reset_head_, snapshot
 from mepo_lab.mepo.switches import resolve
@@ -62,6 +63,7 @@ class MetaRefiner:
                                    foreach=True)
         self.log: list[dict] = []
         self.done, self.seconds = 0, 0.0
+        self.amp = Amp(self.device)  # bf16/fp16 autocast on a GPU, plain fp32 on CPU
 
     # ----------------------------------------------------------------------------- checkpoints
     def config_record(self) -> dict:
@@ -95,11 +97,11 @@ class MetaRefiner:
         x, y = self.images[idx], self.labels[idx].to(self.device)
         if augment:
             x = train_augment(x, gen)
-        z = masked_logits(self.model(normalize(x.to(self.device))), self.cfg.logit_mask, allowed)
+        with self.amp.autocast():
+            z = self.model(normalize(x.to(self.device)))
+        z = masked_logits(z.float(), self.cfg.logit_mask, allowed)
         loss = F.cross_entropy(z, y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.amp.step(loss, self.opt)
         return float(loss.detach()), float((z.argmax(1) == y).float().mean())
 
     def _phase(self, indices: np.ndarray, epochs: int, allowed: torch.Tensor, augment: bool,
