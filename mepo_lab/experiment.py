@@ -22,7 +22,7 @@ from mepo_lab.config import Preset, as_dict
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.features import FeatureSet, cached_features
 from mepo_lab.gcl import run_gcl
-from mepo_lab.backbones import pick_device
+from mepo_lab.backbones import WORLD_PREPROCESS, pick_device
 from mepo_lab.learners import IMAGE_LEARNERS, make_learner
 from mepo_lab.pretrain import Backbone, pretrained_backbone, random_backbone
 from mepo_lab.results import RunResult
@@ -43,7 +43,12 @@ class WorldFeatures:
 
 
 def get_backbone(kind: str, preset: Preset, data_home: str | Path | None = None, progress: bool = True) -> Backbone:
-    """``random`` (timm init), ``pretrained`` (cached micro ViT) or ``mepo`` (cached refinement of it)."""
+    """A backbone by name.
+
+    Micro ViT (the embedded default): ``random`` (timm init), ``pretrained`` (cached), ``mepo`` (its cached
+    refinement). Real scale: a :data:`mepo_lab.zoo.BACKBONES` name (``sup21k``, ``sup21k_1k``, ``dino``,
+    ...), ``local:<path>``, or ``mepo:<release>`` (a released MePo backbone, e.g. ``mepo:sup21k``).
+    """
     if kind == "random":
         return random_backbone(preset)
     if kind == "pretrained":
@@ -52,7 +57,19 @@ def get_backbone(kind: str, preset: Preset, data_home: str | Path | None = None,
         from mepo_lab.mepo.pipeline import mepo_backbone
 
         return mepo_backbone(preset, data_home, progress=progress)
-    raise ValueError(f"unknown backbone {kind!r}: choose one of {', '.join(BACKBONES)}")
+    from mepo_lab import zoo
+
+    if kind.startswith("mepo:"):
+        from mepo_lab.hub import RELEASES, mepo_artifacts
+
+        release = kind.split(":", 1)[1]
+        path = mepo_artifacts(release, include=["meta"])["meta"]
+        bb = zoo.create_backbone(f"local:{path}", arch=RELEASES[release].arch)
+        return Backbone(bb.model, kind, bb.weights_hash, bb.info | {"release": release})
+    if kind in zoo.BACKBONES or kind.startswith("local:"):
+        return zoo.create_backbone(kind)
+    raise ValueError(f"unknown backbone {kind!r}: choose one of {', '.join(BACKBONES)}, a zoo name "
+                     f"({', '.join(zoo.BACKBONES)}), local:<path> or mepo:<release>")
 
 
 def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
@@ -120,41 +137,67 @@ def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: in
 @lru_cache(maxsize=2)
 def _world_images(world_cfg) -> tuple:
     world = SyntheticWorld(world_cfg)
-    return world.dataset("downstream", "train"), world.dataset("downstream", "test")
+    train, test = world.dataset("downstream", "train"), world.dataset("downstream", "test")
+    return train.images, train.targets, test.images, test.targets
+
+
+def _images(dataset: str, preset: Preset, backbone: Backbone, data_home, normalization: str, **data_kwargs):
+    """(train images, train labels, test images, test labels, preprocessing) of ``dataset``."""
+    if dataset == "synthetic":
+        return (*_world_images(preset.world), WORLD_PREPROCESS)
+    from mepo_lab.data.arrays import dataset_arrays, preprocess_for
+
+    train = dataset_arrays(dataset, "train", data_home=data_home, **data_kwargs)
+    test = dataset_arrays(dataset, "test", data_home=data_home, **data_kwargs)
+    return (*train, *test, preprocess_for(dataset, backbone.model, normalization))
+
+
+def _isa(preset: Preset, backbone: Backbone, data_home, progress: bool):
+    """MISA's starting prompts: the released ISA tensors for ViT-B/16, ISA-lite ones for the micro ViT."""
+    if backbone.kind in ("random", "pretrained", "mepo"):
+        from mepo_lab.learners.isa import isa_prompts
+
+        return isa_prompts(preset, pretrained_backbone(preset, data_home, progress=progress), data_home,
+                           progress=progress)
+    from mepo_lab.hub import load_prompts, mepo_artifacts
+
+    files = mepo_artifacts(include=["e_prompt", "g_prompt"])
+    return tuple(load_prompts(files["e_prompt"], files["g_prompt"]))
 
 
 def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",
-                  alpha: float | None = None, data_home: str | Path | None = None,
+                  alpha: float | None = None, dataset: str = "synthetic", normalization: str = "dataset",
+                  covariance: np.ndarray | None = None, data_home: str | Path | None = None,
                   out_path: str | Path | None = None, callbacks: Iterable[Any] = (), progress: bool = True,
-                  resume: bool = False, **learner_kwargs) -> RunResult:
+                  resume: bool = False, data_kwargs: dict | None = None, **learner_kwargs) -> RunResult:
     """One Si-Blurry run of an image learner (``finetune``, ``l2p``, ``dualprompt``, ``misa``).
 
-    MePo's alignment acts on the prompted CLS feature before the classifier, with the meta covariance
-    of ``backbone``. ``misa`` starts from ISA prompts of the *pretrained* backbone (as MePo's MISA
-    scripts load the original ISA prompts next to a refined backbone).
+    ``dataset``: ``synthetic`` (the world) or a real one (``cifar100``, ``imagenet-r``, ``cub200``, ...,
+    see :func:`mepo_lab.data.get_dataset`; ``data_kwargs`` go there: ``root``, ``download``, ``verify``).
+    MePo's alignment acts on the prompted CLS feature before the classifier, with ``covariance``
+    (default: the micro backbone's meta covariance; pass the released one for ViT-B/16). ``misa`` starts
+    from the ISA prompts of the *pretrained* backbone, as MePo's MISA scripts do next to a refined one.
     """
     s, alpha = preset.stream, preset.align.alpha if alpha is None else alpha
-    train, test = _world_images(preset.world)
-    stream = si_blurry(train.targets, n_tasks=s.n_tasks, n=s.n, m=s.m, seed=seed, stochastic=s.stochastic)
+    trx, try_, tex, tey, pre = _images(dataset, preset, backbone, data_home, normalization, **(data_kwargs or {}))
+    stream = si_blurry(try_, n_tasks=s.n_tasks, n=s.n, m=s.m, seed=seed, stochastic=s.stochastic)
     if learner != "finetune":  # finetune has its own two learning rates
         learner_kwargs.setdefault("lr", preset.gcl.lr)
     if learner == "misa" and "prompts" not in learner_kwargs:
-        from mepo_lab.learners.isa import isa_prompts
-
-        learner_kwargs["prompts"] = isa_prompts(preset, pretrained_backbone(preset, data_home, progress=progress),
-                                                data_home, progress=progress)
+        learner_kwargs["prompts"] = _isa(preset, backbone, data_home, progress)
     if alignment != "none":
-        from mepo_lab.mepo.pipeline import covariance_for
+        if covariance is None:
+            from mepo_lab.mepo.pipeline import covariance_for
 
-        cov = covariance_for(preset, backbone, data_home, progress=progress)
-        learner_kwargs["transform"] = make_transform(alignment, alpha, cov, preset.align.ridge,
+            covariance = covariance_for(preset, backbone, data_home, progress=progress)
+        learner_kwargs["transform"] = make_transform(alignment, alpha, covariance, preset.align.ridge,
                                                      preset.align.official_singleton)
     result = RunResult(method=learner, backbone=backbone.kind, alignment=alignment, seed=seed,
-                       config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha})
-    return run_gcl(make_learner(learner, backbone=copy.deepcopy(backbone.model), **learner_kwargs),
-                   torch.from_numpy(train.images), torch.from_numpy(test.images), test.targets, stream,
-                   preset.gcl, train_seed=seed, result=result, callbacks=callbacks, out_path=out_path,
-                   device=pick_device(preset.device), progress=progress, resume=resume)
+                       config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha,
+                                                     "dataset": dataset, "normalization": normalization})
+    model = make_learner(learner, backbone=copy.deepcopy(backbone.model), preprocess=pre, **learner_kwargs)
+    return run_gcl(model, trx, tex, tey, stream, preset.gcl, train_seed=seed, result=result, callbacks=callbacks,
+                   out_path=out_path, device=pick_device(preset.device), progress=progress, resume=resume)
 
 
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,

@@ -53,6 +53,17 @@ class _Exposure:
         return self.index[y]
 
 
+def _rows(x: torch.Tensor | np.ndarray, index: np.ndarray) -> torch.Tensor:
+    """Rows ``index`` of a tensor or of a (memory-mapped) numpy array, as a tensor."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x[index]))
+    return x[torch.from_numpy(index)]
+
+
+def _is_uint8(x) -> bool:
+    return x.dtype in (torch.uint8, np.uint8)
+
+
 def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, test_y, stream) -> None:
     for name in ("batch_size", "online_iter", "eval_period", "eval_batch_size"):
         if getattr(cfg, name) < 1:
@@ -69,9 +80,9 @@ def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, test_y, stream) ->
     if tuple(test_x.shape[1:]) != tuple(train_x.shape[1:]) or len(test_x) != len(test_y):
         raise ValueError(f"test_x {tuple(test_x.shape)} / test_y ({len(test_y)}) do not match train_x "
                          f"{tuple(train_x.shape)}: use the same backbone and one label per test sample")
-    if learner.input_kind == "features" and train_x.dtype == torch.uint8:
+    if learner.input_kind == "features" and _is_uint8(train_x):
         raise ValueError(f"learner {learner.name!r} expects features but got uint8 images: extract features first")
-    if learner.input_kind == "images" and train_x.dtype != torch.uint8:
+    if learner.input_kind == "images" and not _is_uint8(train_x):
         raise ValueError(f"learner {learner.name!r} trains on uint8 images, got {train_x.dtype} features")
 
 
@@ -95,7 +106,7 @@ def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposur
         chunk = max(chunk, 16384)
     preds = []
     for start in range(0, len(keep), chunk):
-        z = learner.logits(test_x[torch.from_numpy(keep[start:start + chunk])].to(device))
+        z = learner.logits(_rows(test_x, keep[start:start + chunk]).to(device))
         preds.append((z if mask is None else z + mask).argmax(1).cpu())
     correct = torch.cat(preds).numpy() == y
     counts = np.bincount(y, minlength=n_classes)
@@ -212,7 +223,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
                 batch = indices[b0:b0 + cfg.batch_size]
                 y = torch.from_numpy(st.exposure.update(stream.labels[batch])).to(device)
                 ctx = StepContext(len(st.exposure.order), cfg.online_iter, cfg.train_mask)
-                info = learner.observe(train_x[torch.from_numpy(batch)].to(device), y, ctx)
+                info = learner.observe(_rows(train_x, batch).to(device), y, ctx)
                 st.samples += len(batch)
                 bar.update(len(batch))
                 _emit(callbacks, "on_batch", res, info)

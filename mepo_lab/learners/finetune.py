@@ -65,4 +65,5 @@ class FinetuneLearner(Learner):
             return self.head(cls_features(self.backbone, self.pre(x.to(self.device)))).float()
 
     def describe(self) -> dict:
-        return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam"}
+        return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam",
+                "preprocess": self.pre.id, "precision": self.amp.describe() if hasattr(self, "amp") else None}

@@ -1,0 +1,52 @@
+"""Real-data GCL on fake on-disk data: CIFAR-100 pickles through the image learners (offline)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mepo_lab.config import MicroViTConfig, override
+from mepo_lab.data.arrays import dataset_arrays, preprocess_for
+from mepo_lab.experiment import get_backbone, run_on_images
+from mepo_lab.pretrain import Backbone
+from mepo_lab.backbones import create_micro_vit, weights_hash
+from tests.fakes import write_cifar100
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    write_cifar100(tmp_path / "cifar100", train_per_class=3, test_per_class=1)  # root/<name>/cifar-100-python
+    return tmp_path
+
+
+def test_cifar_arrays_stay_32px_and_preprocess_resizes_to_the_backbone(cifar_root):
+    images, targets = dataset_arrays("cifar100", "train", root=cifar_root, verify=False)
+    assert images.shape == (300, 3, 32, 32) and images.dtype == np.uint8 and np.bincount(targets).tolist() == [3] * 100
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 64)
+    pre = preprocess_for("cifar100", vit)
+    assert pre.size == 64 and pre.mean == (0.5071, 0.4867, 0.4408)
+    assert pre(torch.from_numpy(images[:2])).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("learner", ["dualprompt", "finetune"])
+def test_image_learner_on_fake_cifar(cifar_root, smoke_preset, tmp_path, learner):
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32, seed=0)
+    bb = Backbone(vit, "local", weights_hash(vit))
+    preset = override(smoke_preset, ["gcl.eval_period=100", "stream.n_tasks=2"])
+    res = run_on_images(preset, learner, bb, 1, dataset="cifar100", progress=False,
+                        data_kwargs={"root": cifar_root, "verify": False}, out_path=tmp_path / "r.json")
+    assert res.finished and len(res.class_acc[-1]) == 100
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["meta"]["dataset"] == "cifar100" and "resize32" in record["meta"]["learner"]["preprocess"]
+
+
+def test_missing_real_data_is_one_clear_error(tmp_path, smoke_preset):
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        run_on_images(smoke_preset, "dualprompt", Backbone(vit, "local", weights_hash(vit)), 1,
+                      dataset="cifar100", data_kwargs={"root": tmp_path}, progress=False)
+
+
+def test_unknown_backbone_lists_the_options(smoke_preset):
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'.*sup21k.*mepo:<release>"):
+        get_backbone("resnet", smoke_preset)
