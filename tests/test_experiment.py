@@ -69,5 +69,14 @@ def test_bad_names_list_the_valid_ones(smoke_preset):
         make_transform("whiten", 0.5, np.eye(3))
     with pytest.raises(ValueError, match="needs the meta covariance"):
         make_transform("corrected", 0.5, None)
-    with pytest.raises(ValueError, match="unknown backbone 'dino': choose one of random, pretrained, mepo"):
+    with pytest.raises(ValueError, match="unknown backbone 'vgg': choose one of random, pretrained, mepo"):
+        get_backbone("vgg", smoke_preset)
+
+
+def test_zoo_backbone_offline_is_one_clear_error(smoke_preset, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="offline mode"):
         get_backbone("dino", smoke_preset)
