@@ -19,6 +19,7 @@ import torch
 from mepo_lab import paths
 from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
 from mepo_lab.config import Preset, as_dict
+from mepo_lab.data.base import ImageArrays
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.features import FeatureSet, cached_features
 from mepo_lab.gcl import run_gcl
@@ -73,14 +74,29 @@ def get_backbone(kind: str, preset: Preset, data_home: str | Path | None = None,
 
 
 def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
-                   progress: bool = True) -> WorldFeatures:
-    """Cached downstream features of ``backbone``; images are rendered only on a cache miss."""
-    world = SyntheticWorld(preset.world)
-    sets = {split: cached_features(backbone, world.dataset_name("downstream", split),
-                                   lambda s=split: world.dataset("downstream", s), data_home=data_home,
-                                   batch_size=preset.feature_batch_size, device=preset.device,
-                                   progress=progress)
-            for split in ("train", "test")}
+                   progress: bool = True, dataset: str = "synthetic", normalization: str = "dataset",
+                   data_kwargs: dict | None = None) -> WorldFeatures:
+    """Cached downstream train/test features of ``backbone`` on ``dataset`` (the world by default).
+
+    Images are rendered or decoded only on a cache miss; real datasets use their preprocessing
+    (:func:`mepo_lab.data.arrays.preprocess_for`), which is part of the cache key.
+    """
+    sets = {}
+    for split in ("train", "test"):
+        if dataset == "synthetic":
+            world = SyntheticWorld(preset.world)
+            name, make, pre = (world.dataset_name("downstream", split),
+                               lambda w=world, sp=split: w.dataset("downstream", sp), WORLD_PREPROCESS)
+        else:
+            from mepo_lab.data.arrays import dataset_arrays, preprocess_for
+
+            name, pre = f"{dataset}-{split}", preprocess_for(dataset, backbone.model, normalization)
+
+            def make(sp=split, nm=name):
+                images, targets = dataset_arrays(dataset, sp, data_home=data_home, **(data_kwargs or {}))
+                return ImageArrays(images, targets, [str(c) for c in range(int(targets.max()) + 1)], nm)
+        sets[split] = cached_features(backbone, name, make, data_home=data_home, batch_size=preset.feature_batch_size,
+                                      device=preset.device, progress=progress, preprocess=pre)
     return WorldFeatures(backbone, sets["train"], sets["test"])
 
 
@@ -201,16 +217,21 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
 
 
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,
-             data_home: str | Path | None = None, progress: bool = True,
+             data_home: str | Path | None = None, progress: bool = True, dataset: str = "synthetic",
+             normalization: str = "dataset", data_kwargs: dict | None = None,
              log: Callable[[str], None] = print) -> tuple[list[RunResult], list[dict]]:
-    """Every combo for every seed of ``preset``; ``out/results.json`` is rewritten after each run."""
+    """Every combo for every seed of ``preset`` on ``dataset``; ``out/results.json`` is rewritten after each run.
+
+    Killed runs resume from their last evaluation when the grid is started again.
+    """
+    data = {"dataset": dataset, "normalization": normalization, "data_kwargs": data_kwargs}
     out = Path(out)
     kinds = dict.fromkeys(b for _, b, _ in combos)
     backbones = {kind: get_backbone(kind, preset, data_home, progress) for kind in kinds}
     feats: dict[str, WorldFeatures] = {}
     for learner, kind, alignment in combos:
         if learner not in IMAGE_LEARNERS and kind not in feats:
-            feats[kind] = world_features(preset, backbones[kind], data_home, progress)
+            feats[kind] = world_features(preset, backbones[kind], data_home, progress, **data)
         if learner not in IMAGE_LEARNERS and alignment != "none":
             with_covariance(preset, feats[kind], data_home, progress)
     runs, rows = [], []
@@ -218,8 +239,8 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
         for learner, kind, alignment in combos:
             path = out / "runs" / f"{learner}_{kind}_{alignment}_seed{seed}.json"
             if learner in IMAGE_LEARNERS:
-                run = run_on_images(preset, learner, backbones[kind], seed, alignment=alignment,
-                                    data_home=data_home, out_path=path, progress=progress, resume=True)
+                run = run_on_images(preset, learner, backbones[kind], seed, alignment=alignment, data_home=data_home,
+                                    out_path=path, progress=progress, resume=True, **data)
             else:
                 run = run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
                                       out_path=path, resume=True)

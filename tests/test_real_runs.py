@@ -50,3 +50,28 @@ def test_missing_real_data_is_one_clear_error(tmp_path, smoke_preset):
 def test_unknown_backbone_lists_the_options(smoke_preset):
     with pytest.raises(ValueError, match="unknown backbone 'resnet'.*sup21k.*mepo:<release>"):
         get_backbone("resnet", smoke_preset)
+
+
+def test_gcl_command_on_fake_cifar_with_features(cifar_root, tmp_path, monkeypatch):
+    """`mepo-lab gcl --dataset cifar100` with a local backbone file: feature-cached linear learner."""
+    from mepo_lab.backbones import save_mepo_backbone
+    from mepo_lab.cli import main
+
+    monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32, seed=0)
+    ckpt = save_mepo_backbone(vit, tmp_path / "micro.pth")
+    import mepo_lab.zoo as zoo
+
+    monkeypatch.setattr(zoo, "_create_local", lambda path, arch, pretrained, kw: _load_micro(path))
+    main(["gcl", "--learner", "linear", "--backbone", f"local:{ckpt}", "--dataset", "cifar100", "--root",
+          str(cifar_root), "--no-verify", "--set", "gcl.eval_period=100", "--out", str(tmp_path / "out"),
+          "--data-home", str(tmp_path / "home"), "--no-progress"])
+    row = json.loads((tmp_path / "out" / "results.json").read_text())[0]
+    assert row["backbone"] == "local" and 0 <= row["A_last"] <= 1
+
+
+def _load_micro(path):
+    from mepo_lab.backbones import load_mepo_backbone
+
+    return load_mepo_backbone(path, create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1,
+                                                                    num_heads=2), 32))
