@@ -8,6 +8,8 @@
   the chosen knobs and feeds a :class:`LivePlot`.
 * :func:`pseudo_task_explorer` — MePo's pseudo-task knobs redraw the meta-epoch timeline.
 * :class:`LiveRefinePlot` — a refinement callback redrawing the inner-loop curves.
+* :func:`ablation_explorer` — M, N, tasks, α, backbone and alignment on a feature-cached stream,
+  repeated over seeds and drawn with seed bands.
 
 Widget events are not processed while a cell runs, so a run is started by a button and is bounded
 (feature-cached runs last seconds); there is no mid-run stop button.
@@ -15,7 +17,7 @@ Widget events are not processed while a cell runs, so a run is started by a butt
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -33,11 +35,11 @@ def stream_sliders(n: int = 50, m: int = 10, n_tasks: int = 5, seed: int = 1, st
     """The Si-Blurry knobs as named core widgets (shared by the explorer and the run panel)."""
     style = {"description_width": "110px"}
     return {
-        "n": W.IntSlider(n, 0, 100, 5, description="N (% disjoint)", style=style, continuous_update=False),
-        "m": W.IntSlider(m, 0, 100, 5, description="M (% blurred)", style=style, continuous_update=False),
-        "n_tasks": W.IntSlider(n_tasks, 1, 10, 1, description="tasks", style=style, continuous_update=False),
-        "seed": W.IntSlider(seed, 1, 20, 1, description="stream seed", style=style, continuous_update=False),
-        "stochastic": W.Checkbox(stochastic, description="stochastic (Si-Blurry)"),
+        "n": W.IntSlider(value=n, min=0, max=100, step=5, description="N (% disjoint)", style=style, continuous_update=False),
+        "m": W.IntSlider(value=m, min=0, max=100, step=5, description="M (% blurred)", style=style, continuous_update=False),
+        "n_tasks": W.IntSlider(value=n_tasks, min=1, max=10, step=1, description="tasks", style=style, continuous_update=False),
+        "seed": W.IntSlider(value=seed, min=1, max=20, step=1, description="stream seed", style=style, continuous_update=False),
+        "stochastic": W.Checkbox(value=stochastic, description="stochastic (Si-Blurry)"),
     }
 
 
@@ -144,11 +146,11 @@ def pseudo_task_explorer(labels: np.ndarray, group_size: int = 40, tasks_per_gro
     n_classes = int(np.max(labels)) + 1
     style = {"description_width": "130px"}
     sliders = {
-        "group_size": W.IntSlider(group_size, 2, n_classes, 2, description="classes per group", style=style,
+        "group_size": W.IntSlider(value=group_size, min=2, max=n_classes, step=2, description="classes per group", style=style,
                                   continuous_update=False),
-        "tasks_per_group": W.IntSlider(tasks_per_group, 1, 50, 1, description="pseudo tasks / group",
+        "tasks_per_group": W.IntSlider(value=tasks_per_group, min=1, max=50, step=1, description="pseudo tasks / group",
                                        style=style, continuous_update=False),
-        "samples_per_class": W.IntSlider(samples_per_class, 1, 200, 1, description="images per class",
+        "samples_per_class": W.IntSlider(value=samples_per_class, min=1, max=200, step=1, description="images per class",
                                          style=style, continuous_update=False),
     }
 
@@ -187,3 +189,44 @@ class LiveRefinePlot:
             self.out.clear_output(wait=True)
             plt.show()
         plt.close(fig)
+
+
+def ablation_explorer(run: Callable[..., RunResult], backbones: Sequence[str], seeds: Sequence[int] = (1, 2, 3),
+                      alpha: float = 0.5) -> W.Widget:
+    """Sliders for M, N, tasks and α, backbone and alignment toggles, a Run button; every run is repeated
+    for ``seeds`` and drawn as mean ± std bands (``run(n, m, n_tasks, alpha, backbone, alignment, seed)``)."""
+    style = {"description_width": "110px"}
+    knobs = stream_sliders()
+    knobs.pop("seed")
+    knobs["alpha"] = W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="α (alignment)", style=style,
+                                   continuous_update=False)
+    knobs["backbone"] = W.ToggleButtons(options=list(backbones), description="backbone", style=style)
+    knobs["alignment"] = W.ToggleButtons(options=["none", "official", "corrected"], description="alignment",
+                                         style=style)
+    button, status, out = W.Button(description="Run", button_style="primary", icon="play"), W.Label(), W.Output()
+
+    def on_click(_=None) -> None:
+        button.disabled, start = True, time.perf_counter()
+        try:
+            values = {k: w.value for k, w in knobs.items()}
+            runs = [run(**values, seed=s) for s in seeds]
+            fig, ax = plt.subplots(figsize=(8, 3.4))
+            plot_anytime(runs, ax=ax, boundaries=False)
+            with out:
+                out.clear_output(wait=True)
+                plt.show()
+            plt.close(fig)
+            means = {k: np.mean([r.metrics[k] for r in runs]) for k in runs[0].metrics}
+            status.value = f"{len(runs)} seeds in {time.perf_counter() - start:.1f} s: " + \
+                ", ".join(f"{k} {100 * v:.1f}%" for k, v in means.items())
+        except ValueError as err:
+            status.value = f"cannot run: {err}"
+        finally:
+            button.disabled = False
+
+    button.on_click(on_click)
+    rows = [W.HBox([knobs["n"], knobs["m"]]), W.HBox([knobs["n_tasks"], knobs["stochastic"], knobs["alpha"]]),
+            knobs["backbone"], knobs["alignment"], W.HBox([button, status])]
+    panel = W.VBox([*rows, out])
+    panel.run = on_click
+    return panel

@@ -34,3 +34,12 @@ def test_oom_becomes_one_error_naming_the_fix():
     with pytest.raises(RuntimeError, match="CUDA ran out of memory during GCL.*try --preset colab"):
         with oom_guard("GCL", "paper"):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_setup_colab_reports_outside_colab(capsys, tmp_path, monkeypatch):
+    from mepo_lab.colab import in_colab, setup_colab
+
+    monkeypatch.setenv("MEPO_LAB_DATA", str(tmp_path))
+    facts = setup_colab(drive=True)  # not in Colab: nothing is mounted, only reported
+    assert not in_colab() and facts["device"] == "CPU" and facts["data_home"] == str(tmp_path)
+    assert "mepo_lab" in capsys.readouterr().out

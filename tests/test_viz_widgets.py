@@ -98,3 +98,17 @@ def test_mepo_plots_and_pseudo_task_explorer():
     for entry in log:
         live.on_group_end(entry)
     assert len(live.log) == 3
+
+
+def test_ablation_explorer_runs_every_seed():
+    from mepo_lab.widgets import ablation_explorer
+
+    calls = []
+
+    def run(n, m, n_tasks, stochastic, alpha, backbone, alignment, seed):
+        calls.append((backbone, alignment, alpha, seed))
+        return fake_run(seed=seed)
+
+    panel = ablation_explorer(run, backbones=["pretrained", "mepo"], seeds=(1, 2))
+    panel.run()
+    assert calls == [("pretrained", "none", 0.5, 1), ("pretrained", "none", 0.5, 2)]
