@@ -61,13 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(g)
     g.add_argument("--learner", default="linear", choices=["linear", "ncm", "finetune", "l2p", "dualprompt", "misa"],
                    help="linear/ncm run on cached features; the others on images (minutes at the cpu preset)")
-    g.add_argument("--backbone", default="pretrained",
-                   help="random | pretrained | mepo (micro ViT); sup21k | sup21k_1k | dino | local:<path> | mepo:sup21k")
+    g.add_argument("--backbone", default=None,
+                   help="random | pretrained | mepo (micro ViT); sup21k | sup21k_1k | dino | local:<path> | "
+                        "mepo:sup21k (default: the preset's)")
     g.add_argument("--align", default=None, choices=["none", "official", "corrected"],
                    help="MePo output alignment (default: the preset's align.mode)")
     g.add_argument("--alpha", type=float, default=None, help="alignment weight α in [0, 1]")
-    g.add_argument("--dataset", default="synthetic",
-                   help="synthetic (the embedded world) | cifar100 | imagenet-r | cub200 | tiny-imagenet | imagefolder:<path>")
+    g.add_argument("--dataset", default=None,
+                   help="synthetic (the embedded world) | cifar100 | imagenet-r | cub200 | tiny-imagenet | "
+                        "imagefolder:<path> (default: the preset's)")
     g.add_argument("--root", default=None, help="dataset folder (default: <data home>/datasets)")
     g.add_argument("--download", action="store_true", help="download the dataset if missing (checksummed)")
     g.add_argument("--no-verify", dest="verify", action="store_false",
@@ -131,15 +133,16 @@ def cmd_gcl(args) -> None:
     from mepo_lab.results import aggregate, format_table
 
     preset = _preset(args)
+    dataset, backbone = args.dataset or preset.dataset, args.backbone or preset.backbone
     align = args.align or preset.align.mode
     if args.alpha is not None:
         preset = override(preset, {"align.alpha": args.alpha})
     data_kwargs = ({"root": args.root, "download": args.download, "verify": args.verify}
-                   if args.dataset != "synthetic" else None)
-    runs, rows = run_grid(preset, [(args.learner, args.backbone, align)], args.out, data_home=args.data_home,
-                          progress=args.progress, dataset=args.dataset, normalization=args.normalization,
+                   if dataset != "synthetic" else None)
+    runs, rows = run_grid(preset, [(args.learner, backbone, align)], args.out, data_home=args.data_home,
+                          progress=args.progress, dataset=dataset, normalization=args.normalization,
                           data_kwargs=data_kwargs)
-    if args.dataset == "synthetic":
+    if dataset == "synthetic":
         save_figures(runs, rows, Path(args.out), preset)
     print(format_table(aggregate(rows)))
     print(f"wrote {Path(args.out) / 'results.json'}")

@@ -1,0 +1,108 @@
+"""Benchmarks of the image learners: throughput against bare forward+backward, and the GPU path.
+
+Part of ``mepo-lab bench`` (:mod:`mepo_lab.bench`); each function returns report rows.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mepo_lab.config import Preset
+
+
+def _row(*args, **kwargs) -> dict:
+    from mepo_lab.bench import _row as row
+
+    return row(*args, **kwargs)
+
+
+def _learner_throughput(learner, vit, images: torch.Tensor, labels: torch.Tensor, device, steps: int,
+                        batch: int = 32, online_iter: int = 3) -> tuple[float, float]:
+    """(images/s of ``learner.observe``, images/s of bare forward+backward through ``vit`` + a head)."""
+    from mepo_lab.learners.base import StepContext
+
+    n_classes = int(labels.max()) + 1
+    learner.setup(n_classes, 0, device)
+    ctx = StepContext(n_classes, online_iter, "seen")
+    idx = [torch.randint(0, len(images), (batch,), generator=torch.Generator().manual_seed(i)) for i in range(steps + 1)]
+    learner.observe(images[idx[0]].to(device), labels[idx[0]].to(device), ctx)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for i in idx[1:]:
+        learner.observe(images[i].to(device), labels[i].to(device), ctx)
+    _sync(device)
+    observe_s = time.perf_counter() - start
+    head = torch.nn.Linear(vit.num_features, n_classes).to(device)
+    model, pre = vit.to(device).train(), learner.pre
+    start = time.perf_counter()
+    for i in idx[1:]:
+        for _ in range(online_iter):
+            model.zero_grad(set_to_none=True)
+            with learner.amp.autocast():
+                z = head(model.forward_features(pre(images[i].to(device)))[:, 0]).float()
+            torch.nn.functional.cross_entropy(z, labels[i].to(device)).backward()
+    _sync(device)
+    bare_s = time.perf_counter() - start
+    n = steps * batch * online_iter
+    return n / observe_s, n / bare_s
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
+    """Training throughput of each image learner on the micro ViT (32 samples x 3 iterations per step).
+
+    Prompt learners pay for a second forward pass (the frozen query) by design; the ratio to a bare
+    forward+backward of the same batches is reported, not targeted.
+    """
+    import copy
+
+    from mepo_lab.backbones import create_micro_vit, pick_device
+    from mepo_lab.learners import make_learner
+
+    device = pick_device(preset.device)
+    size = preset.world.image_size
+    images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 20, (512,), generator=torch.Generator().manual_seed(1))
+    vit = create_micro_vit(preset.vit, size, seed=0)
+    rows = []
+    for name in ("finetune", "l2p", "dualprompt"):
+        learner = make_learner(name, backbone=copy.deepcopy(vit))
+        observe, bare = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=6)
+        rows.append(_row(f"{name} training throughput (micro ViT)", observe, float("nan"), "img/s", False,
+                         f"bare forward+backward {bare:.0f} img/s: {bare / observe:.2f}x the time"))
+    return rows
+
+
+def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
+    """ViT-B/16 at 224 px on a GPU (random weights, synthetic images): DualPrompt throughput, peak memory,
+    and the projected time of a full CIFAR-100 run (50,000 samples x 3 iterations + 50 evaluations)."""
+    import copy
+
+    import timm
+
+    from mepo_lab.backbones import Preprocess
+    from mepo_lab.learners import make_learner
+
+    if not torch.cuda.is_available():
+        return [_row("GPU benchmark (ViT-B/16, 224 px)", float("nan"), float("nan"), "", False,
+                     "skipped: no CUDA device on this machine")]
+    device = torch.device("cuda")
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 100, (256,))
+    torch.cuda.reset_peak_memory_stats()
+    learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), preprocess=Preprocess(size=224))
+    observe, bare = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=10)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    eval_s = 50 * 5000 * 2 / (3 * observe)  # ~5k exposed test images on average, two forwards, no backward
+    projected = 50_000 * 3 / observe + eval_s
+    return [_row("DualPrompt training throughput, ViT-B/16 224 px", observe, float("nan"), "img/s", False,
+                 f"bare forward+backward {bare:.0f} img/s; precision {learner.amp.describe()}"),
+            _row("peak GPU memory", peak, float("nan"), "GiB", False),
+            _row("projected full CIFAR-100 run (one seed)", projected / 60, float("nan"), "min", False,
+                 "training 50,000 x 3 iterations + ~50 anytime evaluations")]
