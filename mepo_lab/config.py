@@ -81,6 +81,7 @@ class GCLConfig:
     train_mask: str = "seen"  # seen | batch | none
     eval_mask: str = "none"  # none | seen
     finetune_backbone_lr: float = 1e-4
+    amp: bool = True  # bf16/fp16 autocast on a GPU (the reference scripts run fp32); no effect on CPU
 
 
 @dataclass(frozen=True)

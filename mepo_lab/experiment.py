@@ -211,6 +211,10 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     result = RunResult(method=learner, backbone=backbone.kind, alignment=alignment, seed=seed,
                        config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha,
                                                      "dataset": dataset, "normalization": normalization})
+    learner_kwargs.setdefault("amp", preset.gcl.amp)
+    if learner == "finetune":
+        learner_kwargs.setdefault("backbone_lr", preset.gcl.finetune_backbone_lr)
+        learner_kwargs.setdefault("head_lr", preset.gcl.lr)
     model = make_learner(learner, backbone=copy.deepcopy(backbone.model), preprocess=pre, **learner_kwargs)
     return run_gcl(model, trx, tex, tey, stream, preset.gcl, train_seed=seed, result=result, callbacks=callbacks,
                    out_path=out_path, device=pick_device(preset.device), progress=progress, resume=resume)
