@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
 
 from mepo_lab import paths
 from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment

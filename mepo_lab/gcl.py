@@ -146,7 +146,8 @@ class _RunState:
         """Restore the state saved at ``path``; ``None`` (and a warning) if it belongs to another run."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != fingerprint:
-            warnings.warn(f"{path} was saved by a run with other settings: starting this run from scratch")
+            warnings.warn(f"{path} was saved by a run with other settings: starting this run from scratch",
+                          stacklevel=3)
             return None
         self.task, self.b0, self.samples, self.next_eval = state["task"], state["b0"], state["samples"], state["next_eval"]
         self.exposure.index, self.exposure.order = state["exposure"][0].copy(), list(state["exposure"][1])
