@@ -1,9 +1,9 @@
-"""Feature-cached GCL experiments on the embedded default: backbones, alignment, one run, a grid.
+"""GCL experiments: backbones by name, alignment, one run (on cached features or on images), a grid.
 
-A *combo* is ``(learner, backbone, alignment)`` with backbone in ``random | pretrained | mepo`` and
-alignment in ``none | official | corrected``. Alignment uses the meta covariance of the *same*
-backbone (prototypes of the pretraining classes), so ``pretrained + corrected`` is "MetaCov without
-MetaRep" and ``mepo + corrected`` is the full method.
+A *combo* is ``(learner, backbone, alignment)``. Backbones: the micro ViT (``random | pretrained |
+mepo``) or real-scale ones (:func:`get_backbone`); datasets: the synthetic world or a real one.
+Alignment uses the meta covariance of the *same* backbone (:func:`meta_covariance_of`), so
+``pretrained + corrected`` is "MetaCov without MetaRep" and ``mepo + corrected`` is the full method.
 """
 from __future__ import annotations
 
@@ -99,13 +99,33 @@ def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | N
     return WorldFeatures(backbone, sets["train"], sets["test"])
 
 
-def with_covariance(preset: Preset, feats: WorldFeatures, data_home: str | Path | None = None,
-                    progress: bool = True) -> WorldFeatures:
-    """Attach the backbone's meta covariance (cached; computed from pretraining prototypes)."""
-    if feats.covariance is None:
+def meta_covariance_of(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
+                       progress: bool = True) -> np.ndarray:
+    """The meta covariance Σ_pre that goes with ``backbone``.
+
+    Micro ViT: computed from the pretraining classes' prototypes (cached). ``mepo:<release>``: the
+    released ``cov_*.npy`` of that release. Other real-scale backbones have none (the prototypes would
+    need ImageNet): one clear error.
+    """
+    if backbone.kind in BACKBONES:
         from mepo_lab.mepo.pipeline import covariance_for
 
-        feats.covariance = covariance_for(preset, feats.backbone, data_home, progress=progress)
+        return covariance_for(preset, backbone, data_home, progress=progress)
+    if backbone.kind.startswith("mepo:"):
+        from mepo_lab.hub import load_mepo_covariance, mepo_artifacts
+
+        release = backbone.kind.split(":", 1)[1]
+        path = mepo_artifacts(release, include=["covariance"])["covariance"]
+        return load_mepo_covariance(path, dim=backbone.feature_dim)
+    raise ValueError(f"no meta covariance for backbone {backbone.kind!r}: use a released MePo backbone "
+                     "(mepo:sup21k, ...) or pass covariance=... explicitly")
+
+
+def with_covariance(preset: Preset, feats: WorldFeatures, data_home: str | Path | None = None,
+                    progress: bool = True) -> WorldFeatures:
+    """Attach the backbone's meta covariance (:func:`meta_covariance_of`)."""
+    if feats.covariance is None:
+        feats.covariance = meta_covariance_of(preset, feats.backbone, data_home, progress)
     return feats
 
 
@@ -190,7 +210,7 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     ``dataset``: ``synthetic`` (the world) or a real one (``cifar100``, ``imagenet-r``, ``cub200``, ...,
     see :func:`mepo_lab.data.get_dataset`; ``data_kwargs`` go there: ``root``, ``download``, ``verify``).
     MePo's alignment acts on the prompted CLS feature before the classifier, with ``covariance``
-    (default: the micro backbone's meta covariance; pass the released one for ViT-B/16). ``misa`` starts
+    (default: :func:`meta_covariance_of` the backbone). ``misa`` starts
     from the ISA prompts of the *pretrained* backbone, as MePo's MISA scripts do next to a refined one.
     """
     s, alpha = preset.stream, preset.align.alpha if alpha is None else alpha
@@ -202,9 +222,7 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
         learner_kwargs["prompts"] = _isa(preset, backbone, data_home, progress)
     if alignment != "none":
         if covariance is None:
-            from mepo_lab.mepo.pipeline import covariance_for
-
-            covariance = covariance_for(preset, backbone, data_home, progress=progress)
+            covariance = meta_covariance_of(preset, backbone, data_home, progress)
         learner_kwargs["transform"] = make_transform(alignment, alpha, covariance, preset.align.ridge,
                                                      preset.align.official_singleton)
     result = RunResult(method=learner, backbone=backbone.kind, alignment=alignment, seed=seed,

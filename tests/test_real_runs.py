@@ -75,3 +75,11 @@ def _load_micro(path):
 
     return load_mepo_backbone(path, create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1,
                                                                     num_heads=2), 32))
+
+
+def test_meta_covariance_source_follows_the_backbone(smoke_preset):
+    from mepo_lab.experiment import meta_covariance_of
+
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
+    with pytest.raises(ValueError, match="no meta covariance for backbone 'dino'"):
+        meta_covariance_of(smoke_preset, Backbone(vit, "dino", weights_hash(vit)))
