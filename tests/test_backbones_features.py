@@ -14,8 +14,11 @@ TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)
 def test_micro_vit_is_a_timm_vit_with_post_norm_cls_feature():
     from timm.models.vision_transformer import VisionTransformer
 
+    from mepo_lab.backbones import count_parameters
+
     vit = create_micro_vit(TINY, 32, seed=0).eval()
     assert isinstance(vit, VisionTransformer) and vit.num_features == 16
+    assert count_parameters(vit) == sum(p.numel() for p in vit.parameters()) > 0
     x = torch.randn(3, 3, 32, 32)
     f = cls_features(vit, x)
     # timm's own pre-logits path with CLS pooling is the same vector: norm(tokens)[CLS]

@@ -67,7 +67,10 @@ def test_live_run_panel_runs_headless():
     panel.run()
     assert calls == [(50, 10, 5, 1, True)]
     assert stream_explorer(np.repeat(np.arange(10), 20)) is not None
-    assert isinstance(LivePlot(every=2).every, int)
+    live = LivePlot(every=2)
+    for _ in range(3):
+        live.on_eval(fake_run())  # draws on the 2nd evaluation only; must not raise headless
+    assert live.n_evals == 3
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
