@@ -11,6 +11,7 @@ from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -58,9 +59,17 @@ class Preprocess:
     std: tuple[float, float, float] = WORLD_STD
     size: int | None = None
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        """Normalised float batch; with ``augment`` (uint8 → uint8, e.g. :class:`OnlineAugment`) the images
+        are first resized *as uint8* (torchvision's antialiased resize, as the protocol's GPU transform
+        does), then augmented, then normalised."""
         if images.dtype != torch.uint8:
             raise TypeError(f"expected uint8 images, got {images.dtype}; pass raw pixels, not normalised ones")
+        if augment is not None:
+            if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
+                images = resize_uint8(images, self.size)
+            images = augment(images)
         x = images.float()
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
@@ -78,6 +87,13 @@ class Preprocess:
 
 
 WORLD_PREPROCESS = Preprocess()
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` → uint8 ``(B, 3, size, size)`` with torchvision's antialiased bilinear resize."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, [size, size], antialias=True)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

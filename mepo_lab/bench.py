@@ -209,11 +209,12 @@ class _NullBar:
         pass
 
 
-from mepo_lab.bench_learners import bench_gpu, bench_learners  # noqa: E402  (kept apart: ~100 lines)
+from mepo_lab.bench_learners import bench_augment, bench_gpu, bench_learners  # noqa: E402  (kept apart: ~100 lines)
 
 BENCHMARKS = {"stream": bench_stream, "world": bench_world, "gcl": bench_gcl, "backbone": bench_backbone,
-              "refine": bench_refine, "learners": bench_learners, "gpu": bench_gpu, "quickstart": bench_quickstart}
-DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "gpu")
+              "refine": bench_refine, "learners": bench_learners, "augment": bench_augment, "gpu": bench_gpu,
+              "quickstart": bench_quickstart}
+DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "augment", "gpu")
 
 
 def run_benchmarks(preset: Preset, only: list[str] | None = None, data_home=None, out=None) -> list[dict]:

@@ -78,6 +78,31 @@ def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
     return rows
 
 
+def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
+    """Cost of the protocol's per-iteration augmentation: ``finetune`` throughput on the micro ViT with
+    ``gcl.augment`` none / flip / protocol (batch-shared draws, official) / protocol (per-image draws)."""
+    import copy
+
+    from mepo_lab.backbones import create_micro_vit, pick_device
+    from mepo_lab.data.online_augment import OnlineAugment
+    from mepo_lab.learners import make_learner
+
+    device = pick_device(preset.device)
+    size = preset.world.image_size
+    images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 20, (512,), generator=torch.Generator().manual_seed(1))
+    vit = create_micro_vit(preset.vit, size, seed=0)
+    settings = {"none": OnlineAugment("none"), "flip": OnlineAugment("flip", "sample"),
+                "protocol/batch": OnlineAugment("protocol", "batch"),
+                "protocol/sample": OnlineAugment("protocol", "sample")}
+    speed = {}
+    for label, aug in settings.items():
+        learner = make_learner("finetune", backbone=copy.deepcopy(vit), augment=aug)
+        speed[label] = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=6)[0]
+    return [_row(f"finetune throughput, augment {label} (micro ViT)", v, float("nan"), "img/s", False,
+                 f"{speed['none'] / v:.2f}x the time of no augmentation") for label, v in speed.items()]
+
+
 def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
     """ViT-B/16 at 224 px on a GPU (random weights, synthetic images): DualPrompt throughput, peak memory,
     and the projected time of a full CIFAR-100 run (50,000 samples x 3 iterations + 50 evaluations)."""
@@ -86,6 +111,7 @@ def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
     import timm
 
     from mepo_lab.backbones import Preprocess
+    from mepo_lab.data.online_augment import OnlineAugment
     from mepo_lab.learners import make_learner
 
     if not torch.cuda.is_available():
@@ -96,13 +122,15 @@ def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (256,))
     torch.cuda.reset_peak_memory_stats()
-    learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), preprocess=Preprocess(size=224))
+    learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), preprocess=Preprocess(size=224),
+                           augment=OnlineAugment("protocol", "batch", "cifar10"))
     observe, bare = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=10)
     peak = torch.cuda.max_memory_allocated() / 2**30
     eval_s = 50 * 5000 * 2 / (3 * observe)  # ~5k exposed test images on average, two forwards, no backward
     projected = 50_000 * 3 / observe + eval_s
     return [_row("DualPrompt training throughput, ViT-B/16 224 px", observe, float("nan"), "img/s", False,
-                 f"bare forward+backward {bare:.0f} img/s; precision {learner.amp.describe()}"),
+                 f"bare forward+backward {bare:.0f} img/s; precision {learner.amp.describe()}; "
+                 f"augment {learner.augment.id}"),
             _row("peak GPU memory", peak, float("nan"), "GiB", False),
             _row("projected full CIFAR-100 run (one seed)", projected / 60, float("nan"), "min", False,
                  "training 50,000 x 3 iterations + ~50 anytime evaluations")]

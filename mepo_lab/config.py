@@ -82,6 +82,8 @@ class GCLConfig:
     eval_mask: str = "none"  # none | seen
     finetune_backbone_lr: float = 1e-4
     amp: bool = True  # bf16/fp16 autocast on a GPU (the reference scripts run fp32); no effect on CPU
+    augment: str = "protocol"  # image learners: protocol (crop pad 4 + flip + AutoAugment) | flip | none
+    augment_draws: str = "batch"  # batch (official: one draw shared by the batch) | sample (corrected)
 
 
 @dataclass(frozen=True)

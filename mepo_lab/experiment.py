@@ -19,6 +19,7 @@ from mepo_lab import paths
 from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
 from mepo_lab.config import Preset, as_dict
 from mepo_lab.data.base import ImageArrays
+from mepo_lab.data.online_augment import online_augment_for
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.features import FeatureSet, cached_features
 from mepo_lab.gcl import run_gcl
@@ -229,6 +230,7 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
                        config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha,
                                                      "dataset": dataset, "normalization": normalization})
     learner_kwargs.setdefault("amp", preset.gcl.amp)
+    learner_kwargs.setdefault("augment", online_augment_for(dataset, preset.gcl.augment, preset.gcl.augment_draws))
     if learner == "finetune":
         learner_kwargs.setdefault("backbone_lr", preset.gcl.finetune_backbone_lr)
         learner_kwargs.setdefault("head_lr", preset.gcl.lr)

@@ -2,8 +2,10 @@
 
 The naive rehearsal-free baseline: every batch updates every weight, so earlier classes are
 overwritten (catastrophic forgetting). Adam with two learning rates — ``backbone_lr`` for the ViT
-(small: the protocol's 5e-3 would wreck a pretrained backbone) and ``head_lr`` for the head — and a
-random horizontal flip as augmentation. Loss per update: ``CE(h(norm(ViT(flip(x))))_CLS + mask, y)``.
+(small: the protocol's 5e-3 would wreck a pretrained backbone) and ``head_lr`` for the head. Every
+update re-augments the batch (``augment``, :class:`~mepo_lab.data.online_augment.OnlineAugment`; the
+runner passes the protocol's crop + flip + AutoAugment, a bare learner flips per image).
+Loss per update: ``CE(h(norm(ViT(aug(x))))_CLS + mask, y)``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
 from mepo_lab.learners.base import Learner, StepContext, logit_mask
 
@@ -24,9 +27,11 @@ class FinetuneLearner(Learner):
     input_kind = "images"
 
     def __init__(self, backbone: torch.nn.Module, head_lr: float = 5e-3, backbone_lr: float = 1e-4,
-                 preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True) -> None:
+                 preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True,
+                 augment: OnlineAugment | None = None) -> None:
         self.source, self.head_lr, self.backbone_lr = backbone, head_lr, backbone_lr
         self.pre, self.use_amp = preprocess, amp
+        self.augment = OnlineAugment("flip", "sample") if augment is None else augment
 
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
         self.n_classes, self.device = n_classes, device
@@ -39,13 +44,12 @@ class FinetuneLearner(Learner):
         self.amp = Amp(device, self.use_amp)
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        x = self.pre(x.to(self.device))
+        x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         self.backbone.train()
         for _ in range(ctx.online_iter):
-            flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
             with self.amp.autocast():
-                z = self.head(cls_features(self.backbone, torch.where(flip, x.flip(-1), x))).float()
+                z = self.head(cls_features(self.backbone, self.pre(x, self.augment))).float()
             loss = F.cross_entropy(z if mask is None else z + mask, y)
             self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}
@@ -66,4 +70,4 @@ class FinetuneLearner(Learner):
 
     def describe(self) -> dict:
         return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam",
-                "preprocess": self.pre.id, "precision": self.amp.describe() if hasattr(self, "amp") else None}
+                "preprocess": self.pre.id, "augment": self.augment.id, "precision": self.amp.describe() if hasattr(self, "amp") else None}

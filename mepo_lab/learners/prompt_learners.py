@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
 from mepo_lab.learners.base import FeatureTransform, Learner, StepContext, logit_mask
 from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
@@ -36,9 +37,11 @@ class PromptLearner(Learner):
     eval_mask: str | None = None
 
     def __init__(self, backbone: nn.Module, lr: float = 5e-3, transform: FeatureTransform | None = None,
-                 lambd: float = 1.0, preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True) -> None:
+                 lambd: float = 1.0, preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True,
+                 augment: OnlineAugment | None = None) -> None:
         self.vit, self.lr, self.transform, self.lambd = backbone, lr, transform, lambd
         self.pre, self.use_amp, self.task = preprocess, amp, 0
+        self.augment = OnlineAugment("flip", "sample") if augment is None else augment
 
     def build_prompts(self, dim: int) -> nn.Module:
         raise NotImplementedError
@@ -72,11 +75,10 @@ class PromptLearner(Learner):
         return self.head(feat), dist.float()
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        x = self.pre(x.to(self.device))
+        x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
-        for _ in range(ctx.online_iter):
-            flip = (torch.rand(len(x), device=self.device) < 0.5).view(-1, 1, 1, 1)
-            z, dist = self._forward(torch.where(flip, x.flip(-1), x), training=True)
+        for _ in range(ctx.online_iter):  # every update re-augments the batch (protocol, §2.2)
+            z, dist = self._forward(self.pre(x, self.augment), training=True)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
             self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}
@@ -99,6 +101,7 @@ class PromptLearner(Learner):
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",
                 "train_mask": self.train_mask, "eval_mask": self.eval_mask, "preprocess": self.pre.id,
+                "augment": self.augment.id,
                 "precision": self.amp.describe() if hasattr(self, "amp") else None,
                 "transform": getattr(self.transform, "name", None)}
 
