@@ -3,7 +3,7 @@
 ``resources/paper_numbers.csv`` holds only what was verified in a primary source — today the abstract's
 three gains — and marks everything else ``unknown`` (reference notes §3). Our runs carry the protocol
 columns that explain most gaps between papers (normalisation, evaluation period, batch size, online
-iterations), read from each run record.
+iterations, training augmentation), read from each run record.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def our_rows(runs_dir: str | Path) -> list[dict]:
                      "seed": run["seed"], "dataset": meta.get("dataset", "synthetic"),
                      **{k: None if v is None else round(100 * v, 2) for k, v in run["metrics"].items()},
                      "normalization": meta.get("normalization", "world (0.5, 0.25)"),
-                     **{k: gcl.get(k) for k in PROTOCOL[1:]}})
+                     **{k: gcl.get(k) for k in PROTOCOL[1:]},
+                     "augment": meta.get("learner", {}).get("augment", "none (cached features)")})
     return rows
 
 

@@ -17,3 +17,4 @@ def test_our_rows_carry_protocol_columns(tmp_path):
               meta={"gcl": {"eval_period": 1000, "batch_size": 32, "online_iter": 3}}).save(tmp_path / "r.json")
     (row,) = our_rows(tmp_path)
     assert row["A_auc"] == 50.0 and row["eval_period"] == 1000 and row["online_iter"] == 3
+    assert row["augment"] == "none (cached features)"
