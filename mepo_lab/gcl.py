@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from mepo_lab import metrics, paths
 from mepo_lab.config import GCLConfig
+from mepo_lab.loading import prefetch, rows
 from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
 from mepo_lab.results import RunResult
 
@@ -51,13 +52,6 @@ class _Exposure:
             self.index[new] = np.arange(len(self.order), len(self.order) + len(new))
             self.order.extend(new.tolist())
         return self.index[y]
-
-
-def _rows(x: torch.Tensor | np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Rows ``index`` of a tensor or of a (memory-mapped) numpy array, as a tensor."""
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x[index]))
-    return x[torch.from_numpy(index)]
 
 
 def _is_uint8(x) -> bool:
@@ -105,8 +99,9 @@ def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposur
     if learner.input_kind == "features" and learner.batch_independent:
         chunk = max(chunk, 16384)
     preds = []
-    for start in range(0, len(keep), chunk):
-        z = learner.logits(_rows(test_x, keep[start:start + chunk]).to(device))
+    chunks = prefetch(lambda s: rows(test_x, keep[s:s + chunk]), range(0, len(keep), chunk), device)
+    for x in chunks:
+        z = learner.logits(x)
         preds.append((z if mask is None else z + mask).argmax(1).cpu())
     correct = torch.cat(preds).numpy() == y
     counts = np.bincount(y, minlength=n_classes)
@@ -220,11 +215,13 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
         for task in range(st.task, len(stream.task_indices)):
             indices = stream.task_indices[task]
             learner.begin_task(task)
-            for b0 in range(st.b0 if task == st.task else 0, len(indices), cfg.batch_size):
+            starts = range(st.b0 if task == st.task else 0, len(indices), cfg.batch_size)
+            inputs = prefetch(lambda b, ix=indices: rows(train_x, ix[b:b + cfg.batch_size]), starts, device)
+            for b0, x in zip(starts, inputs):
                 batch = indices[b0:b0 + cfg.batch_size]
                 y = torch.from_numpy(st.exposure.update(stream.labels[batch])).to(device)
                 ctx = StepContext(len(st.exposure.order), cfg.online_iter, cfg.train_mask)
-                info = learner.observe(_rows(train_x, batch).to(device), y, ctx)
+                info = learner.observe(x, y, ctx)
                 st.samples += len(batch)
                 bar.update(len(batch))
                 _emit(callbacks, "on_batch", res, info)
