@@ -129,19 +129,20 @@ def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
 
     import torch.nn.functional as F
 
-    from mepo_lab.backbones import normalize
     from mepo_lab.data.synthetic import SyntheticWorld
     from mepo_lab.mepo.refine import MetaRefiner
     from mepo_lab.pretrain import pretrained_backbone
 
     data = SyntheticWorld(preset.world).dataset("pretrain", "train")
     source = pretrained_backbone(preset, data_home, progress=False)
-    batches: list[torch.Tensor] = []
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    recording = True
 
     class Recording(MetaRefiner):
-        def _step(self, idx, allowed, augment, gen):
-            batches.append(idx)
-            return super()._step(idx, allowed, augment, gen)
+        def _step(self, x, y, allowed):
+            if recording:
+                batches.append((x, y))
+            return super()._step(x, y, allowed)
 
     import mepo_lab.mepo.refine as refine_module
 
@@ -152,11 +153,11 @@ def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
         extra.append(_extra_tensor_bytes(ref, before))
         return original_step(params, anchor, eta, ends_mean)
 
-    def bare(model, images, labels) -> float:  # forward + loss + backward only, same batches
+    def bare(model) -> float:  # forward + loss + backward only, on the same (prepared) batches
         start = time.perf_counter()
-        for idx in timed:
+        for x, y in timed:
             model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(normalize(images[idx])), labels[idx]).backward()
+            F.cross_entropy(model(x), y).backward()
         return time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,8 +170,10 @@ def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
             ref._group(ref.sampler.group(0, 0), torch.Generator().manual_seed(0), bar)
             refine_s.append(time.perf_counter() - start)
             timed = list(batches)
-            bare_s.append(bare(ref.model, ref.images, ref.labels))
+            bare_s.append(bare(ref.model))
         refine_s, bare_s = min(refine_s), min(bare_s)
+        recording = False
+        batches.clear()
         refine_module.reptile_step_ = measuring_step
         before = _live_storages()
         try:

@@ -78,8 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input statistics: the dataset's (Si-Blurry convention) or the backbone's timm config")
     g.add_argument("--out", default="runs/gcl", help="output folder (results.json, figures)")
 
-    r = sub.add_parser("refine", help="MePo meta post-refinement of the pretrained micro ViT (resumable)")
+    r = sub.add_parser("refine", help="MePo meta post-refinement (resumable): the micro ViT on the synthetic "
+                       "world, or a real backbone on image folders")
     _common(r)
+    r.add_argument("--backbone", default=None,
+                   help="pretrained | random (micro ViT, synthetic data; default pretrained) or, with real "
+                        "--pretrain-data, sup21k | sup21k_1k | dino | local:<path> (default sup21k)")
+    r.add_argument("--pretrain-data", default="synthetic",
+                   help="synthetic (the embedded world) | imagefolder:<path> (e.g. ImageNet's train/) | "
+                        "tiny-imagenet | any dataset name of `mepo-lab gcl --dataset` (default: synthetic)")
+    r.add_argument("--root", default=None, help="dataset folder (default: <data home>/datasets)")
+    r.add_argument("--download", action="store_true", help="download the pretraining dataset if missing")
+    r.add_argument("--size", type=int, default=224, help="input size of the real backbone (default: 224)")
+    r.add_argument("--workers", type=int, default=2, help="image decoding processes for real data (default: 2)")
+    r.add_argument("--normalization", default="imagenet", choices=["imagenet", "backbone"],
+                   help="real data: ImageNet mean/std (the reference) or the backbone's timm config")
+    r.add_argument("--out", default=None, help="refinement folder (meta_*.pth, state.pt, cov_meta_E.npy; "
+                   "default: a cached folder under <data home>/mepo/)")
 
     p = sub.add_parser("pretrain", help="pretrain (or load from cache) the micro ViT and report it")
     _common(p)
@@ -149,13 +164,26 @@ def cmd_gcl(args) -> None:
 
 
 def cmd_refine(args) -> None:
+    from mepo_lab.experiment import get_backbone
     from mepo_lab.mepo.pipeline import mepo_backbone
+    from mepo_lab.mepo.real import refine_real
 
-    bb = mepo_backbone(_preset(args), args.data_home, progress=args.progress)
+    preset = _preset(args)
+    if args.pretrain_data == "synthetic":
+        if args.backbone not in (None, "pretrained", "random"):
+            raise ValueError(f"--backbone {args.backbone} needs real pretraining data: pass --pretrain-data "
+                             "imagefolder:<path> | tiny-imagenet (the synthetic world refines the micro ViT)")
+        source = get_backbone(args.backbone, preset, args.data_home, args.progress) if args.backbone else None
+        bb = mepo_backbone(preset, args.data_home, source=source, progress=args.progress, folder=args.out)
+    else:
+        bb = refine_real(args.backbone or "sup21k", args.pretrain_data, args.root, preset.mepo, args.out,
+                         preset.device, args.size, args.workers, args.progress, preset=preset,
+                         data_home=args.data_home, normalization=args.normalization, download=args.download)
     last = bb.info["log"][-1]
+    extra = f" and {Path(bb.info['covariance']).name}" if "covariance" in bb.info else ""
     print(f"MePo backbone {bb.weights_hash} after {bb.info['meta_epoch']} meta-epochs ({bb.info['seconds']:.0f} s): "
           f"last group: sequential acc {100 * last['seq_acc']:.1f}%, joint acc {100 * last['joint_acc']:.1f}%; "
-          f"checkpoints in {bb.info['folder']}")
+          f"checkpoints{extra} in {bb.info['folder']}")
 
 
 def cmd_pretrain(args) -> None:

@@ -22,6 +22,7 @@ from mepo_lab.covariance import load_covariance, meta_covariance, save_covarianc
 from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.refine import MetaRefiner, read_info
+from mepo_lab.mepo.sources import ArraySource
 from mepo_lab.mepo.switches import resolve
 from mepo_lab.pretrain import Backbone, pretrained_backbone
 
@@ -36,20 +37,22 @@ def mepo_folder(preset: Preset, source: Backbone, data_home: str | Path | None =
 
 def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source: Backbone | None = None,
                   meta_epoch: int | None = None, progress: bool = True,
-                  callbacks: Iterable[Any] = ()) -> Backbone:
+                  callbacks: Iterable[Any] = (), folder: str | Path | None = None) -> Backbone:
     """The MePo-refined backbone after ``meta_epoch`` (default ``preset.mepo.meta_epochs``) meta-epochs.
 
     Loads ``meta_{E}.pth`` when present; otherwise refines (resuming a killed run) and saves it.
-    ``source`` defaults to the cached pretrained micro ViT of ``preset``.
+    ``source`` defaults to the cached pretrained micro ViT of ``preset``; ``folder`` to
+    :func:`mepo_folder`. Real pretraining data: :func:`mepo_lab.mepo.real.refine_real`.
     """
     source = source or pretrained_backbone(preset, data_home, progress=progress)
-    folder, epochs = mepo_folder(preset, source, data_home), meta_epoch or preset.mepo.meta_epochs
+    folder = Path(folder) if folder is not None else mepo_folder(preset, source, data_home)
+    epochs = meta_epoch or preset.mepo.meta_epochs
     path = folder / f"meta_{epochs}.pth"
     if not path.exists():
         world = SyntheticWorld(preset.world)
         data = world.dataset("pretrain", "train")
-        refiner = MetaRefiner(copy.deepcopy(source.model), data.images, data.targets, preset.mepo, folder,
-                              device=pick_device(preset.device))
+        refiner = MetaRefiner(copy.deepcopy(source.model), ArraySource(data.images, data.targets), preset.mepo,
+                              folder, device=pick_device(preset.device))
         refiner.resume()
         refiner.run(epochs, callbacks=callbacks, progress=progress)
     model = load_mepo_backbone(path, create_micro_vit(preset.vit, preset.world.image_size))
@@ -70,8 +73,9 @@ def covariance_for(preset: Preset, backbone: Backbone, data_home: str | Path | N
     if path.exists():
         return load_covariance(path, dim=backbone.feature_dim)
     data = SyntheticWorld(preset.world).dataset("pretrain", "train")
-    protos = class_prototypes(backbone.model, data.images, data.targets, per_class=cfg.cov_samples_per_class,
-                              augment=cfg.cov_augment, seed=cfg.seed, device=preset.device, progress=progress)
+    protos = class_prototypes(backbone.model, ArraySource(data.images, data.targets),
+                              per_class=cfg.cov_samples_per_class, augment=cfg.cov_augment, seed=cfg.seed,
+                              device=preset.device, progress=progress)
     cov = meta_covariance(protos)
     save_covariance(path, cov)
     return cov

@@ -9,16 +9,25 @@ For every group (meta-iteration) of every meta-epoch::
 
 SGD with momentum 0.9 and two learning rates (backbone / head), a train augmentation in the
 sequential phase. The switches of :mod:`mepo_lab.mepo.switches` pick the official or corrected
-behaviour; ``head_reset`` re-initialises the head (zapping). After every meta-epoch the backbone is
-saved in the released format (``meta_{e}.pth``: plain head-less timm state dict; ``meta_0.pth`` is
-the untouched input) together with ``state.pt`` (head, optimiser, log), written atomically: a killed
-run resumes from its last finished meta-epoch and ends with exactly the weights of an uninterrupted one.
+behaviour; ``head_reset`` re-initialises the head (zapping).
+
+Images come from a :class:`~mepo_lab.mepo.sources.BatchSource` (uint8 arrays, or image files decoded
+in DataLoader workers). Each group is *planned* first — batch orders, augmentation draws and head
+resets, all from the meta-epoch's seeded generator, in the order the old inline loop drew them — then
+executed while the source streams the planned batches (a file source decodes ahead, across tasks).
+
+After every meta-epoch the backbone is saved in the released format (``meta_{e}.pth``: plain
+head-less timm state dict; ``meta_0.pth`` is the untouched input) together with ``state.pt`` (head,
+optimiser, log), written atomically: a killed run resumes from its last finished meta-epoch and ends
+with exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,12 +37,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import normalize, save_mepo_backbone
+from mepo_lab.backbones import save_mepo_backbone
 from mepo_lab.config import MePoConfig
-from mepo_lab.data.augment import train_augment
 from mepo_lab.device import Amp
 from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTaskSampler
 from mepo_lab.mepo.reptile import MetaModel, masked_logits, reptile_step_, reset_head_, snapshot
+from mepo_lab.mepo.sources import ArraySource, BatchSource
 from mepo_lab.mepo.switches import resolve
 
 
@@ -44,17 +53,47 @@ def _emit(callbacks: Iterable[Any], event: str, entry: dict) -> None:
             fn(entry)
 
 
-class MetaRefiner:
-    """Runs the refinement of ``backbone`` on ``images``/``labels`` (uint8 pretraining set) into ``folder``."""
+@dataclass
+class _Phase:
+    """One planned phase of a group: a pseudo task's epochs, or the joint epoch (``task is None``)."""
 
-    def __init__(self, backbone: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: MePoConfig,
-                 folder: str | Path, device: torch.device | str = "cpu") -> None:
+    repeat: int
+    task: int | None
+    allowed: torch.Tensor
+    reset: torch.Tensor | None  # generator state of a head reset before the phase (zapping), or None
+    tokens: list  # the source's prepared batches (handed to the source's feed when the group starts)
+    n_batches: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n_batches = len(self.tokens)
+
+
+class MetaRefiner:
+    """Runs the refinement of ``backbone`` on a pretraining set into ``folder``.
+
+    ``MetaRefiner(backbone, source, cfg, folder, device="cpu")`` with a
+    :class:`~mepo_lab.mepo.sources.BatchSource`, or the array form
+    ``MetaRefiner(backbone, images, labels, cfg, folder, device="cpu")`` (uint8 ``(N, 3, H, W)``,
+    an :class:`~mepo_lab.mepo.sources.ArraySource` with the synthetic world's preprocessing). The
+    whole backbone is trained (``requires_grad`` is switched on); the head has ``source.n_classes``
+    outputs.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, source: BatchSource | np.ndarray, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(source, BatchSource):
+            if not args:
+                raise TypeError("the array form is MetaRefiner(backbone, images, labels, cfg, folder, device)")
+            source, args = ArraySource(source, args[0]), args[1:]
+        self._setup(backbone, source, *args, **kwargs)
+
+    def _setup(self, backbone: torch.nn.Module, source: BatchSource, cfg: MePoConfig, folder: str | Path,
+               device: torch.device | str = "cpu") -> None:
         self.cfg, self.folder, self.device = resolve(cfg), Path(folder), torch.device(device)
-        self.sampler = PseudoTaskSampler(labels, self.cfg)
-        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        self.source, self.labels = source, source.labels
+        self.sampler = PseudoTaskSampler(self.labels, self.cfg)
         with torch.random.fork_rng(devices=[]):  # the head's default init, reproducible, RNG untouched
             torch.manual_seed(self.cfg.seed)
-            self.model = MetaModel(backbone, self.sampler.n_classes).to(self.device)
+            self.model = MetaModel(backbone.requires_grad_(True), source.n_classes).to(self.device)
         head = [p for n, p in self.model.named_parameters() if n.startswith("head.")]
         body = [p for n, p in self.model.named_parameters() if not n.startswith("head.")]
         self.params = body + head
@@ -64,11 +103,13 @@ class MetaRefiner:
         self.log: list[dict] = []
         self.done, self.seconds = 0, 0.0
         self.amp = Amp(self.device)  # bf16/fp16 autocast on a GPU, plain fp32 on CPU
+        self._scratch_head: torch.nn.Module | None = None  # advances the generator past planned head resets
 
     # ----------------------------------------------------------------------------- checkpoints
     def config_record(self) -> dict:
-        """The resolved configuration without ``meta_epochs`` (a longer run may extend a shorter one)."""
-        return {k: v for k, v in asdict(self.cfg).items() if k != "meta_epochs"}
+        """The resolved configuration of the refinement itself: without ``meta_epochs`` (a longer run may
+        extend a shorter one) and the covariance's fields (they do not change the weights)."""
+        return _refinement_fields(asdict(self.cfg))
 
     def resume(self) -> bool:
         """Load ``state.pt`` if the folder holds a run of this configuration; False when starting fresh."""
@@ -76,7 +117,7 @@ class MetaRefiner:
         if not state_path.exists():
             return False
         state = torch.load(state_path, map_location=self.device, weights_only=False)
-        if state["config"] != self.config_record():
+        if _refinement_fields(state["config"]) != self.config_record():
             raise ValueError(f"{self.folder} holds a refinement with another configuration; "
                              "use another folder or delete it to start over")
         self.model.load_state_dict(state["model"])
@@ -92,65 +133,88 @@ class MetaRefiner:
         paths.atomic_save_json(self.folder / "info.json", {"meta_epochs_done": self.done, "seconds": self.seconds,
                                                            "config": asdict(self.cfg), "log": self.log})
 
+    # ----------------------------------------------------------------------------- planning
+    def _allowed(self, classes: np.ndarray) -> torch.Tensor:
+        mask = torch.zeros(self.source.n_classes, dtype=torch.bool, device=self.device)
+        mask[torch.from_numpy(classes)] = True
+        return mask
+
+    def _batches(self, indices: np.ndarray, epochs: int, augment: bool, gen: torch.Generator) -> list:
+        """Prepared batches of ``epochs`` passes over ``indices``, a fresh random order each pass."""
+        tokens, idx, bs = [], torch.from_numpy(indices), self.cfg.batch_size
+        for _ in range(epochs):
+            order = idx[torch.randperm(len(idx), generator=gen)].numpy()
+            tokens += [self.source.prepare(order[s:s + bs], augment, gen) for s in range(0, len(order), bs)]
+        return tokens
+
+    def _draw_reset(self, gen: torch.Generator) -> torch.Tensor:
+        """The generator state a head reset starts from; ``gen`` moves past its draws."""
+        if self._scratch_head is None:
+            self._scratch_head = copy.deepcopy(self.model.head).cpu()
+        state = gen.get_state()
+        reset_head_(self._scratch_head, gen)
+        return state
+
+    def _plan(self, group: PseudoGroup, gen: torch.Generator) -> list[_Phase]:
+        """Every phase of one Reptile update, drawn from ``gen`` in training order."""
+        cfg, group_mask, phases = self.cfg, self._allowed(group.classes), []
+        for r in range(cfg.n_repeats):
+            reset = self._draw_reset(gen) if cfg.head_reset == "per_sequence" else None
+            for t, task in enumerate(group.tasks):
+                if cfg.head_reset == "per_task":
+                    reset = self._draw_reset(gen)
+                allowed = self._allowed(task.classes) if cfg.logit_mask == "current_task" else group_mask
+                phases.append(_Phase(r, t, allowed, reset, self._batches(task.indices, cfg.inner_epochs, True, gen)))
+                reset = None
+            phases.append(_Phase(r, None, group_mask, None, self._batches(group.joint, 1, cfg.joint_augment, gen)))
+        return phases
+
     # ----------------------------------------------------------------------------- training
-    def _step(self, idx: torch.Tensor, allowed: torch.Tensor, augment: bool, gen: torch.Generator) -> tuple:
-        x, y = self.images[idx], self.labels[idx].to(self.device)
-        if augment:
-            x = train_augment(x, gen)
+    def _step(self, x: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """One SGD step on ``CE(mask(h(g(x))), y)``; returns ``[loss, accuracy]`` (no host sync)."""
         with self.amp.autocast():
-            z = self.model(normalize(x.to(self.device)))
+            z = self.model(x)
         z = masked_logits(z.float(), self.cfg.logit_mask, allowed)
         loss = F.cross_entropy(z, y)
         self.amp.step(loss, self.opt)
-        return float(loss.detach()), float((z.argmax(1) == y).float().mean())
-
-    def _phase(self, indices: np.ndarray, epochs: int, allowed: torch.Tensor, augment: bool,
-               gen: torch.Generator, bar) -> tuple[float, float]:
-        stats, idx = [], torch.from_numpy(indices)
-        for _ in range(epochs):
-            order = idx[torch.randperm(len(idx), generator=gen)]
-            for start in range(0, len(order), self.cfg.batch_size):
-                stats.append(self._step(order[start:start + self.cfg.batch_size], allowed, augment, gen))
-                bar.update(1)
-        return tuple(float(v) for v in np.mean(stats, axis=0))
-
-    def _allowed(self, classes: np.ndarray) -> torch.Tensor:
-        mask = torch.zeros(self.sampler.n_classes, dtype=torch.bool, device=self.device)
-        mask[torch.from_numpy(classes)] = True
-        return mask
+        return torch.stack([loss.detach(), (z.argmax(1) == y).float().mean()])
 
     def _group(self, group: PseudoGroup, gen: torch.Generator, bar) -> dict:
         cfg, start = self.cfg, time.perf_counter()
         anchor = snapshot(self.params)
         if cfg.optimizer_state == "reset":
             self.opt.state.clear()
-        ends = None
-        group_mask = self._allowed(group.classes)
-        for r in range(cfg.n_repeats):
-            if r > 0 and cfg.repeats == "restart":
-                torch._foreach_copy_(self.params, anchor)
-            if cfg.head_reset == "per_sequence":
-                reset_head_(self.model.head, gen)
-            seq = []
-            for task in group.tasks:
-                if cfg.head_reset == "per_task":
-                    reset_head_(self.model.head, gen)
-                allowed = self._allowed(task.classes) if cfg.logit_mask == "current_task" else group_mask
-                seq.append(self._phase(task.indices, cfg.inner_epochs, allowed, True, gen, bar))
-            joint = self._phase(group.joint, 1, group_mask, cfg.joint_augment, gen, bar)
-            if cfg.n_repeats > 1:  # a second copy only when the mean over several trajectory ends is needed
+        plan = self._plan(group, gen)
+        tokens = [tok for ph in plan for tok in ph.tokens]
+        for ph in plan:
+            ph.tokens = []  # the feed holds them now, and lets them go when it is exhausted
+        feed = self.source.load(tokens, self.device)
+        del tokens
+        ends, stats = None, []
+        for ph in plan:
+            if ph.task == 0 and ph.repeat > 0 and cfg.repeats == "restart":
+                with torch.no_grad():
+                    torch._foreach_copy_(self.params, anchor)
+            if ph.reset is not None:
+                reset_head_(self.model.head, _generator(ph.reset))
+            stats.append(torch.stack([self._step(x, y, ph.allowed) for x, y in itertools.islice(feed, ph.n_batches)]))
+            bar.update(ph.n_batches)
+            if ph.task is None and cfg.n_repeats > 1:  # a second copy only when several trajectory ends are averaged
                 if ends is None:
                     ends = snapshot(self.params)
                 else:
                     torch._foreach_add_(ends, [p.detach() for p in self.params])
+        if next(feed, None) is not None:  # also frees the feed's last batch before the Reptile step
+            raise RuntimeError(f"{type(self.source).__name__} yielded more batches than planned")
         with torch.no_grad():
-            moved = sum(float(torch.dist(p, a)) ** 2 for p, a in zip(self.params, anchor)) ** 0.5
+            moved = sum(float(torch.dist(p, a)) ** 2 for p, a in zip(self.params, anchor, strict=True)) ** 0.5
             if ends is not None:
                 torch._foreach_div_(ends, cfg.n_repeats)
             reptile_step_(self.params, anchor, cfg.meta_lr, ends)
-        seq_loss, seq_acc = np.mean(seq, axis=0)
+        last = [np.mean(s.tolist(), axis=0) for s, ph in zip(stats, plan, strict=True) if ph.repeat == cfg.n_repeats - 1]
+        seq_loss, seq_acc = np.mean(last[:-1], axis=0)
         return {"meta_epoch": group.meta_epoch, "group": group.group, "seq_loss": float(seq_loss),
-                "seq_acc": float(seq_acc), "joint_loss": joint[0], "joint_acc": joint[1],
+                "seq_acc": float(seq_acc), "joint_loss": float(last[-1][0]), "joint_acc": float(last[-1][1]),
                 "inner_distance": moved, "seconds": time.perf_counter() - start}
 
     def run(self, meta_epochs: int | None = None, callbacks: Iterable[Any] = (), progress: bool = True) -> None:
@@ -174,6 +238,16 @@ class MetaRefiner:
             _emit(callbacks, "on_epoch_end", {"meta_epoch": self.done, "seconds": self.seconds})
         bar.close()
         self.model.eval()
+
+
+def _refinement_fields(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in ("meta_epochs", "cov_samples_per_class", "cov_augment")}
+
+
+def _generator(state: torch.Tensor) -> torch.Generator:
+    gen = torch.Generator()
+    gen.set_state(state)
+    return gen
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
