@@ -105,8 +105,9 @@ def meta_covariance_of(preset: Preset, backbone: Backbone, data_home: str | Path
     """The meta covariance Σ_pre that goes with ``backbone``.
 
     Micro ViT: computed from the pretraining classes' prototypes (cached). ``mepo:<release>``: the
-    released ``cov_*.npy`` of that release. Other real-scale backbones have none (the prototypes would
-    need ImageNet): one clear error.
+    released ``cov_*.npy`` of that release. ``local:<folder>/meta_E.pth``: the ``cov_meta_E.npy`` that
+    :func:`mepo_lab.mepo.real.refine_real` writes next to it. Other real-scale backbones have none (the
+    prototypes would need their pretraining data): one clear error.
     """
     if backbone.kind in BACKBONES:
         from mepo_lab.mepo.pipeline import covariance_for
@@ -118,8 +119,16 @@ def meta_covariance_of(preset: Preset, backbone: Backbone, data_home: str | Path
         release = backbone.kind.split(":", 1)[1]
         path = mepo_artifacts(release, include=["covariance"])["covariance"]
         return load_mepo_covariance(path, dim=backbone.feature_dim)
+    if backbone.kind == "local" and "path" in (backbone.info or {}):
+        from mepo_lab.covariance import load_covariance
+
+        weights = Path(backbone.info["path"])
+        sibling = weights.with_name(f"cov_{weights.stem}.npy")
+        if sibling.exists():
+            return load_covariance(sibling, dim=backbone.feature_dim)
     raise ValueError(f"no meta covariance for backbone {backbone.kind!r}: use a released MePo backbone "
-                     "(mepo:sup21k, ...) or pass covariance=... explicitly")
+                     "(mepo:sup21k, ...), a refinement folder of `mepo-lab refine --pretrain-data ...` "
+                     "(local:<folder>/meta_E.pth next to cov_meta_E.npy), or pass covariance=... explicitly")
 
 
 def with_covariance(preset: Preset, feats: WorldFeatures, data_home: str | Path | None = None,

@@ -83,3 +83,19 @@ def test_meta_covariance_source_follows_the_backbone(smoke_preset):
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
     with pytest.raises(ValueError, match="no meta covariance for backbone 'dino'"):
         meta_covariance_of(smoke_preset, Backbone(vit, "dino", weights_hash(vit)))
+
+
+def test_a_local_refinement_brings_its_covariance(tmp_path, smoke_preset):
+    """`refine_real` writes cov_meta_E.npy next to meta_E.pth; `local:` backbones find it there."""
+    from mepo_lab.backbones import save_mepo_backbone
+    from mepo_lab.covariance import save_covariance
+    from mepo_lab.experiment import meta_covariance_of
+
+    vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
+    save_mepo_backbone(vit, tmp_path / "meta_2.pth")
+    bb = Backbone(vit, "local", weights_hash(vit), {"path": str(tmp_path / "meta_2.pth")})
+    with pytest.raises(ValueError, match="no meta covariance.*cov_meta_E.npy"):
+        meta_covariance_of(smoke_preset, bb)
+    cov = np.cov(np.random.default_rng(0).normal(size=(16, 40)))
+    save_covariance(tmp_path / "cov_meta_2.npy", cov)
+    np.testing.assert_allclose(meta_covariance_of(smoke_preset, bb), cov)
