@@ -84,6 +84,7 @@ class GCLConfig:
     amp: bool = True  # bf16/fp16 autocast on a GPU (the reference scripts run fp32); no effect on CPU
     augment: str = "protocol"  # image learners: protocol (crop pad 4 + flip + AutoAugment) | flip | none
     augment_draws: str = "batch"  # batch (official: one draw shared by the batch) | sample (corrected)
+    augment_policy: str = "auto"  # AutoAugment: auto (by dataset; none on the synthetic world) | cifar10 | imagenet | none
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,8 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
                        config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha,
                                                      "dataset": dataset, "normalization": normalization})
     learner_kwargs.setdefault("amp", preset.gcl.amp)
-    learner_kwargs.setdefault("augment", online_augment_for(dataset, preset.gcl.augment, preset.gcl.augment_draws))
+    g = preset.gcl
+    learner_kwargs.setdefault("augment", online_augment_for(dataset, g.augment, g.augment_draws, g.augment_policy))
     if learner == "finetune":
         learner_kwargs.setdefault("backbone_lr", preset.gcl.finetune_backbone_lr)
         learner_kwargs.setdefault("head_lr", preset.gcl.lr)

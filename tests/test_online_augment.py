@@ -79,7 +79,9 @@ def test_draws_come_from_the_seeded_global_generator():
 
 def test_policy_by_dataset_follows_misa():
     assert online_augment_for("cifar100").policy == "cifar10"
-    assert online_augment_for("synthetic").policy == "cifar10"
+    assert online_augment_for("synthetic").policy is None  # colour is a class factor of the world
+    assert online_augment_for("synthetic", policy="cifar10").policy == "cifar10"
+    assert online_augment_for("cifar100", policy="none").policy is None
     assert online_augment_for("imagenet-r").policy == "imagenet"
     assert online_augment_for("tiny-imagenet").policy == "imagenet"
     assert online_augment_for("cub200").policy is None
@@ -92,6 +94,11 @@ def test_policy_by_dataset_follows_misa():
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OnlineAugment(**kwargs)
+
+
+def test_unknown_policy_is_named():
+    with pytest.raises(ValueError, match="gcl.augment_policy must be one of auto, cifar10, imagenet, none"):
+        online_augment_for("cifar100", policy="svhn")
 
 
 def test_float_input_is_refused():
@@ -135,5 +142,5 @@ def test_runner_wires_the_configured_augmentation(smoke_preset, smoke_home, tmp_
     run_on_images(preset, "finetune", Backbone(vit, "local", weights_hash(vit)), 1, progress=False,
                   data_home=smoke_home, out_path=tmp_path / "r.json")
     meta = json.loads((tmp_path / "r.json").read_text())["meta"]
-    assert meta["learner"]["augment"] == f"crop(pad4)+flip+autoaugment(cifar10)/{draws}"
+    assert meta["learner"]["augment"] == f"crop(pad4)+flip/{draws}"
     assert meta["gcl"]["augment"] == "protocol"

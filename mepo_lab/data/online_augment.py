@@ -15,8 +15,8 @@ How the random draws are shared is a fidelity switch (``draws``):
   are vectorised; AutoAugment runs image by image (about 9 ms per 32 images of 32 px on one CPU core).
 
 ``mode="flip"`` keeps only the flip (cheap; the package's behaviour before the protocol was wired in),
-``mode="none"`` turns augmentation off. The synthetic world stands in for CIFAR-100, so it gets the
-CIFAR10 policy. All random numbers come from torch's global CPU generator, which the GCL runner seeds
+``mode="none"`` turns augmentation off. On the synthetic world the default is crop + flip without
+AutoAugment (colour is a class factor there; see :func:`online_augment_for`). All random numbers come from torch's global CPU generator, which the GCL runner seeds
 and checkpoints, so a resumed run replays the same augmentations.
 """
 from __future__ import annotations
@@ -81,7 +81,8 @@ class OnlineAugment:
             return "none"
         if self.mode == "flip":
             return f"flip/{self.draws}"
-        return f"crop(pad{self.padding})+flip+autoaugment({self.policy})/{self.draws}"
+        autoaugment = "" if self.policy is None else f"+autoaugment({self.policy})"
+        return f"crop(pad{self.padding})+flip{autoaugment}/{self.draws}"
 
 
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
@@ -105,11 +106,23 @@ def random_flip(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     return torch.where(flip, images.flip(-1), images)
 
 
-def online_augment_for(dataset: str, mode: str = "protocol", draws: str = "batch") -> OnlineAugment:
-    """The protocol augmentation of ``dataset``: AutoAugment policy by MISA's rule ('cifar' in the name →
-    CIFAR10, 'imagenet' → IMAGENET, else none), with ``synthetic`` treated as the CIFAR-100 stand-in."""
+def online_augment_for(dataset: str, mode: str = "protocol", draws: str = "batch",
+                       policy: str = "auto") -> OnlineAugment:
+    """The protocol augmentation of ``dataset``.
+
+    ``policy="auto"`` follows MISA's rule ('cifar' in the name → CIFAR10 policy, 'imagenet' → IMAGENET,
+    else none), except on the synthetic world, which gets none: its classes are shape × pattern ×
+    *palette*, so AutoAugment's colour operations (invert, solarize, posterize, colour, equalize) change
+    the class. Measured on the ``cpu`` preset (DualPrompt, pretrained micro ViT, seed 1): A_auc 27.4 without
+    augmentation, 26.5 with crop + flip, 22.6 with the CIFAR10 AutoAugment policy added.
+    ``cifar10`` / ``imagenet`` / ``none`` force a policy.
+    """
     from mepo_lab.data.transforms import autoaugment_policy
 
-    name = "cifar100" if dataset == "synthetic" else dataset
-    policy = autoaugment_policy(name)
-    return OnlineAugment(mode, draws, None if policy is None else policy.value.lower())
+    choices = ("auto", *POLICIES, "none")
+    if policy not in choices:
+        raise ValueError(f"gcl.augment_policy must be one of {', '.join(choices)}, got {policy!r}")
+    if policy == "auto":
+        found = None if dataset == "synthetic" else autoaugment_policy(dataset)
+        policy = "none" if found is None else found.value.lower()
+    return OnlineAugment(mode, draws, None if policy == "none" else policy)
