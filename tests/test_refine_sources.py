@@ -245,3 +245,19 @@ def test_cli_refines_a_named_backbone_on_tiny_imagenet(tmp_path, capsys, data_ho
     with pytest.raises(SystemExit):
         main(["refine", "--backbone", "sup21k", "--no-progress"])
     assert "needs real pretraining data" in capsys.readouterr().err
+
+
+def test_file_source_reads_datasets_without_files_through_pil(tmp_path):
+    """CIFAR-100 as pretraining data: torchvision's dataset yields PIL images, no ``samples`` list."""
+    from PIL import Image
+
+    fakes.write_cifar100(tmp_path / "cifar100", train_per_class=2, test_per_class=1)
+    ds = get_dataset("cifar100", "train", root=tmp_path, verify=False)
+    src, idx = FileSource(ds, size=32, workers=0), np.array([0, 5, 17])
+    (x, y), = src.load([src.prepare(idx, False, torch.Generator())], "cpu")
+    test = T.Compose([T.Resize(36), T.CenterCrop(32), T.PILToTensor()])
+    clean = torch.stack([test(Image.fromarray(ds.data[i])) for i in idx])  # from the raw pickled pixels
+    torch.testing.assert_close(x, IMAGENET_PREPROCESS(clean))
+    assert y.tolist() == [ds.targets[i] for i in idx]
+    (xa, _), = src.load([src.prepare(idx, True, torch.Generator().manual_seed(1))], "cpu")
+    assert xa.shape == x.shape and not torch.equal(xa, x)
