@@ -22,6 +22,7 @@ and checkpoints, so a resumed run replays the same augmentations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -58,21 +59,13 @@ class OnlineAugment:
         if self.mode == "none" or len(images) == 0:
             return images
         if self.draws == "batch":
-            return self._batch_transform(images.shape[-1])(images)
+            return _batch_transform(self.mode, self.policy, self.padding, images.shape[-1])(images)
         x = images if self.mode == "flip" else random_crop(images, self.padding)
         x = random_flip(x)
         if self.mode == "protocol" and self.policy is not None:
-            autoaugment = v2.AutoAugment(POLICIES[self.policy])
+            autoaugment = _autoaugment(self.policy)
             x = torch.stack([autoaugment(img) for img in x])
         return x
-
-    def _batch_transform(self, size: int) -> v2.Compose:
-        ops: list = [v2.RandomHorizontalFlip()]
-        if self.mode == "protocol":
-            ops.insert(0, v2.RandomCrop(size, padding=self.padding))
-            if self.policy is not None:
-                ops.append(v2.AutoAugment(POLICIES[self.policy]))
-        return v2.Compose(ops)
 
     @property
     def id(self) -> str:
@@ -83,6 +76,22 @@ class OnlineAugment:
             return f"flip/{self.draws}"
         autoaugment = "" if self.policy is None else f"+autoaugment({self.policy})"
         return f"crop(pad{self.padding})+flip{autoaugment}/{self.draws}"
+
+
+@lru_cache(maxsize=None)
+def _autoaugment(policy: str) -> v2.AutoAugment:
+    return v2.AutoAugment(POLICIES[policy])
+
+
+@lru_cache(maxsize=None)
+def _batch_transform(mode: str, policy: str | None, padding: int, size: int) -> v2.Compose:
+    """torchvision's chain as the reference calls it on a batch tensor (one draw for the whole batch)."""
+    ops: list = [v2.RandomHorizontalFlip()]
+    if mode == "protocol":
+        ops.insert(0, v2.RandomCrop(size, padding=padding))
+        if policy is not None:
+            ops.append(_autoaugment(policy))
+    return v2.Compose(ops)
 
 
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:

@@ -70,4 +70,5 @@ class FinetuneLearner(Learner):
 
     def describe(self) -> dict:
         return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam",
-                "preprocess": self.pre.id, "augment": self.augment.id, "precision": self.amp.describe() if hasattr(self, "amp") else None}
+                "preprocess": self.pre.id, "augment": self.augment.id,
+                "precision": self.amp.describe() if hasattr(self, "amp") else None}
