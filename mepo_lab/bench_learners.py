@@ -53,6 +53,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def _micro_setup(preset: Preset):
+    """(device, 512 random uint8 images, 20-class labels, seeded micro ViT) shared by the learner benches."""
+    from mepo_lab.backbones import create_micro_vit, pick_device
+
+    size = preset.world.image_size
+    images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 20, (512,), generator=torch.Generator().manual_seed(1))
+    return pick_device(preset.device), images, labels, create_micro_vit(preset.vit, size, seed=0)
+
+
 def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
     """Training throughput of each image learner on the micro ViT (32 samples x 3 iterations per step).
 
@@ -61,14 +71,9 @@ def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
     """
     import copy
 
-    from mepo_lab.backbones import create_micro_vit, pick_device
     from mepo_lab.learners import make_learner
 
-    device = pick_device(preset.device)
-    size = preset.world.image_size
-    images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    labels = torch.randint(0, 20, (512,), generator=torch.Generator().manual_seed(1))
-    vit = create_micro_vit(preset.vit, size, seed=0)
+    device, images, labels, vit = _micro_setup(preset)
     rows = []
     for name in ("finetune", "l2p", "dualprompt"):
         learner = make_learner(name, backbone=copy.deepcopy(vit))
@@ -83,15 +88,10 @@ def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
     ``gcl.augment`` none / flip / protocol (batch-shared draws, official) / protocol (per-image draws)."""
     import copy
 
-    from mepo_lab.backbones import create_micro_vit, pick_device
     from mepo_lab.data.online_augment import OnlineAugment
     from mepo_lab.learners import make_learner
 
-    device = pick_device(preset.device)
-    size = preset.world.image_size
-    images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    labels = torch.randint(0, 20, (512,), generator=torch.Generator().manual_seed(1))
-    vit = create_micro_vit(preset.vit, size, seed=0)
+    device, images, labels, vit = _micro_setup(preset)
     settings = {"none": OnlineAugment("none"), "flip": OnlineAugment("flip", "sample"),
                 "protocol/batch": OnlineAugment("protocol", "batch"),
                 "protocol/sample": OnlineAugment("protocol", "sample")}

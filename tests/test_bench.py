@@ -4,10 +4,13 @@ from mepo_lab.bench import format_report, run_benchmarks
 
 
 def test_learner_and_gpu_benchmarks_report_rows(smoke_preset, smoke_home):
-    report = run_benchmarks(smoke_preset, only=["learners", "gpu", "stream"], data_home=smoke_home)
+    report = run_benchmarks(smoke_preset, only=["learners", "augment", "gpu", "stream"], data_home=smoke_home)
     names = [r["name"] for r in report]
     assert any(n.startswith("dualprompt training throughput") for n in names)
     assert all(r["measured"] > 0 for r in report if "throughput" in r["name"])
+    augment = [n for n in names if n.startswith("finetune throughput, augment")]
+    assert [n.split("augment ")[1].split(" ")[0] for n in augment] == ["none", "flip", "protocol/batch",
+                                                                        "protocol/sample"]
     stream = next(r for r in report if r["name"].startswith("stream build"))
     assert math.isclose(stream["ratio"], stream["measured"] / 0.3) and stream["kind"] == "<="
     text = format_report(report)
