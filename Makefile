@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 PRESET ?= cpu
 
-.PHONY: demo test test-fast bench notebooks-clean clean-venv
+.PHONY: demo test test-fast lint-imports bench notebooks-clean clean-venv
 
 $(BIN)/mepo-lab: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,15 @@ $(BIN)/mepo-lab: pyproject.toml
 demo: $(BIN)/mepo-lab
 	HF_HUB_OFFLINE=1 $(BIN)/mepo-lab quickstart --preset $(PRESET) --out runs/quickstart
 
-# One pytest run (its closing line is the verdict): unit + integration tests, then every notebook
-# executed by nbmake with MEPO_LAB_SMOKE=1 (tiny sizes). Slow/GPU tests are deselected by default.
+# The import-layer contract (pyproject.toml, [tool.importlinter]) first, then one pytest run (its closing
+# line is the verdict): unit + integration tests, then every notebook executed by nbmake with
+# MEPO_LAB_SMOKE=1 (tiny sizes). Slow/GPU tests are deselected by default.
 test: $(BIN)/mepo-lab
+	$(BIN)/lint-imports --no-cache
 	HF_HUB_OFFLINE=1 MEPO_LAB_SMOKE=1 TQDM_MININTERVAL=10 $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
+
+lint-imports: $(BIN)/mepo-lab
+	$(BIN)/lint-imports --no-cache
 
 test-fast: $(BIN)/mepo-lab
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -x -q

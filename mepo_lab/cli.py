@@ -2,7 +2,9 @@
 
 Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``bench``. Every preset field can be set with
 ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
-command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields.
+command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
+names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
+registered learner or backbone is reachable here without editing this file.
 Errors in the input print one line (``mepo-lab: error: ...``) and exit with status 2.
 """
 from __future__ import annotations
@@ -14,6 +16,11 @@ from pathlib import Path
 
 from mepo_lab import __version__
 from mepo_lab.config import PRESETS, StreamConfig, get_preset, override
+from mepo_lab.data import check_dataset_name, dataset_names
+from mepo_lab.data.normalization import NORMALIZATIONS
+from mepo_lab.learners import IMAGE_LEARNERS, LEARNERS
+from mepo_lab.mepo.alignment import ALIGNMENTS
+from mepo_lab.registry import backbone_names, check_backbone_name
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, instance) -> None:
@@ -59,40 +66,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gcl", help="one learner / backbone / alignment over the preset's seeds")
     _common(g)
-    g.add_argument("--learner", default="linear", choices=["linear", "ncm", "finetune", "l2p", "dualprompt", "misa"],
-                   help="linear/ncm run on cached features; the others on images (minutes at the cpu preset)")
-    g.add_argument("--backbone", default=None,
-                   help="random | pretrained | mepo (micro ViT); sup21k | sup21k_1k | dino | local:<path> | "
-                        "mepo:sup21k (default: the preset's)")
-    g.add_argument("--align", default=None, choices=["none", "official", "corrected"],
+    features = [n for n in LEARNERS if n not in IMAGE_LEARNERS]
+    g.add_argument("--learner", default="linear", choices=list(LEARNERS),
+                   help=f"{'/'.join(features)} run on cached features; {'/'.join(IMAGE_LEARNERS)} on images "
+                        "(minutes at the cpu preset)")
+    g.add_argument("--backbone", default=None, type=_checked(check_backbone_name),
+                   help=f"{' | '.join(backbone_names())} (default: the preset's)")
+    g.add_argument("--align", default=None, choices=list(ALIGNMENTS),
                    help="MePo output alignment (default: the preset's align.mode)")
     g.add_argument("--alpha", type=float, default=None, help="alignment weight α in [0, 1]")
-    g.add_argument("--dataset", default=None,
-                   help="synthetic (the embedded world) | cifar100 | imagenet-r | cub200 | tiny-imagenet | "
-                        "imagefolder:<path> (default: the preset's)")
+    g.add_argument("--dataset", default=None, type=_checked(check_dataset_name),
+                   help=f"{' | '.join(dataset_names())} (default: the preset's; synthetic is the embedded world)")
     g.add_argument("--root", default=None, help="dataset folder (default: <data home>/datasets)")
     g.add_argument("--download", action="store_true", help="download the dataset if missing (checksummed)")
     g.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checksum checks (custom or modified copies of a dataset)")
-    g.add_argument("--normalization", default="dataset", choices=["dataset", "backbone"],
-                   help="input statistics: the dataset's (Si-Blurry convention) or the backbone's timm config")
+    g.add_argument("--normalization", default="dataset", choices=list(NORMALIZATIONS),
+                   help="input statistics: the dataset's (Si-Blurry convention), the backbone's timm config, "
+                        "or ImageNet's")
     g.add_argument("--out", default="runs/gcl", help="output folder (results.json, figures)")
 
     r = sub.add_parser("refine", help="MePo meta post-refinement (resumable): the micro ViT on the synthetic "
                        "world, or a real backbone on image folders")
     _common(r)
-    r.add_argument("--backbone", default=None,
+    r.add_argument("--backbone", default=None, type=_checked(check_backbone_name),
                    help="pretrained | random (micro ViT, synthetic data; default pretrained) or, with real "
-                        "--pretrain-data, sup21k | sup21k_1k | dino | local:<path> (default sup21k)")
-    r.add_argument("--pretrain-data", default="synthetic",
-                   help="synthetic (the embedded world) | imagefolder:<path> (e.g. ImageNet's train/) | "
-                        "tiny-imagenet | any dataset name of `mepo-lab gcl --dataset` (default: synthetic)")
+                        f"--pretrain-data, any other of {' | '.join(backbone_names())} (default sup21k)")
+    r.add_argument("--pretrain-data", default="synthetic", type=_checked(check_dataset_name),
+                   help=f"{' | '.join(dataset_names())}, e.g. imagefolder:<ImageNet's train/> "
+                        "(default: synthetic, the embedded world)")
     r.add_argument("--root", default=None, help="dataset folder (default: <data home>/datasets)")
     r.add_argument("--download", action="store_true", help="download the pretraining dataset if missing")
     r.add_argument("--size", type=int, default=224, help="input size of the real backbone (default: 224)")
     r.add_argument("--workers", type=int, default=2, help="image decoding processes for real data (default: 2)")
-    r.add_argument("--normalization", default="imagenet", choices=["imagenet", "backbone"],
-                   help="real data: ImageNet mean/std (the reference) or the backbone's timm config")
+    r.add_argument("--normalization", default="imagenet", choices=list(NORMALIZATIONS),
+                   help="real data: ImageNet mean/std (default, the reference's), the backbone's timm config, or "
+                        "the pretraining dataset's statistics")
     r.add_argument("--out", default=None, help="refinement folder (meta_*.pth, state.pt, cov_meta_E.npy; "
                    "default: a cached folder under <data home>/mepo/)")
 
@@ -107,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked(check):
+    """An argparse ``type=`` from a registry check: its ``ValueError`` becomes argparse's one-line error."""
+    def convert(value: str) -> str:
+        try:
+            return check(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = check.__name__
+    return convert
+
+
 def _preset(args):
     return override(get_preset(args.preset), args.overrides)
 
@@ -116,8 +136,8 @@ def cmd_stream(args) -> None:
     import numpy as np
 
     from mepo_lab.data.synthetic import SyntheticWorld
-    from mepo_lab.stream_stats import format_statistics, stream_statistics
-    from mepo_lab.streams import si_blurry
+    from mepo_lab.protocols.stream_stats import format_statistics, stream_statistics
+    from mepo_lab.protocols.streams import si_blurry
     from mepo_lab.viz.streams import plot_stream_overview
 
     if args.classes is not None:
@@ -144,8 +164,8 @@ def cmd_quickstart(args) -> None:
 
 def cmd_gcl(args) -> None:
     from mepo_lab.experiment import run_grid
+    from mepo_lab.protocols.results import aggregate, format_table
     from mepo_lab.quickstart import save_figures
-    from mepo_lab.results import aggregate, format_table
 
     preset = _preset(args)
     dataset, backbone = args.dataset or preset.dataset, args.backbone or preset.backbone
@@ -164,9 +184,9 @@ def cmd_gcl(args) -> None:
 
 
 def cmd_refine(args) -> None:
-    from mepo_lab.experiment import get_backbone
     from mepo_lab.mepo.pipeline import mepo_backbone
     from mepo_lab.mepo.real import refine_real
+    from mepo_lab.registry import get_backbone
 
     preset = _preset(args)
     if args.pretrain_data == "synthetic":
@@ -176,9 +196,10 @@ def cmd_refine(args) -> None:
         source = get_backbone(args.backbone, preset, args.data_home, args.progress) if args.backbone else None
         bb = mepo_backbone(preset, args.data_home, source=source, progress=args.progress, folder=args.out)
     else:
-        bb = refine_real(args.backbone or "sup21k", args.pretrain_data, args.root, preset.mepo, args.out,
-                         preset.device, args.size, args.workers, args.progress, preset=preset,
-                         data_home=args.data_home, normalization=args.normalization, download=args.download)
+        source = get_backbone(args.backbone or "sup21k", preset, args.data_home, args.progress)
+        bb = refine_real(source, args.pretrain_data, args.root, preset.mepo, args.out, preset.device, args.size,
+                         args.workers, args.progress, data_home=args.data_home, normalization=args.normalization,
+                         download=args.download)
     last = bb.info["log"][-1]
     extra = f" and {Path(bb.info['covariance']).name}" if "covariance" in bb.info else ""
     print(f"MePo backbone {bb.weights_hash} after {bb.info['meta_epoch']} meta-epochs ({bb.info['seconds']:.0f} s): "
@@ -187,7 +208,7 @@ def cmd_refine(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from mepo_lab.pretrain import pretrained_backbone
+    from mepo_lab.backbones.pretrain import pretrained_backbone
 
     bb = pretrained_backbone(_preset(args), args.data_home, force=args.force, progress=args.progress)
     info = bb.info

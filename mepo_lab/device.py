@@ -1,4 +1,6 @@
-"""The GPU path: mixed precision that degrades to plain fp32 on CPU, and a readable out-of-memory error.
+"""The device: which one to use, mixed precision that degrades to plain fp32 on CPU, readable out-of-memory errors.
+
+* :func:`pick_device` — ``"auto"`` means CUDA when available, else CPU.
 
 * :class:`Amp` — ``torch.autocast`` in bfloat16 where the GPU supports it, else float16 with a
   ``GradScaler``; disabled on CPU (the lab's CPU runs stay exactly fp32 and reproducible).
@@ -12,7 +14,12 @@ from typing import Iterator
 
 import torch
 
-from mepo_lab.backbones import pick_device  # noqa: F401  (the device helpers live together for users)
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA if available, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 class Amp:

@@ -1,9 +1,10 @@
-"""GCL experiments: backbones by name, alignment, one run (on cached features or on images), a grid.
+"""GCL experiments: one run (on cached features or on images) and a grid of runs, on any dataset.
 
-A *combo* is ``(learner, backbone, alignment)``. Backbones: the micro ViT (``random | pretrained |
-mepo``) or real-scale ones (:func:`get_backbone`); datasets: the synthetic world or a real one.
-Alignment uses the meta covariance of the *same* backbone (:func:`meta_covariance_of`), so
-``pretrained + corrected`` is "MetaCov without MetaRep" and ``mepo + corrected`` is the full method.
+A *combo* is ``(learner, backbone, alignment)``. Backbones come by name from :mod:`mepo_lab.registry`
+(the micro ViT ``random | pretrained | mepo`` or real-scale ones); datasets are the synthetic world or a
+real one. Alignment uses the meta covariance of the *same* backbone
+(:func:`mepo_lab.registry.meta_covariance_of`), so ``pretrained + corrected`` is "MetaCov without
+MetaRep" and ``mepo + corrected`` is the full method.
 """
 from __future__ import annotations
 
@@ -16,21 +17,20 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from mepo_lab import paths
-from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
+from mepo_lab.backbones.base import Backbone
+from mepo_lab.backbones.features import FeatureSet, cached_features
 from mepo_lab.config import Preset, as_dict
 from mepo_lab.data.base import ImageArrays
+from mepo_lab.data.normalization import WORLD_PREPROCESS, preprocess_for
 from mepo_lab.data.online_augment import online_augment_for
 from mepo_lab.data.synthetic import SyntheticWorld
-from mepo_lab.features import FeatureSet, cached_features
-from mepo_lab.gcl import run_gcl
-from mepo_lab.backbones import WORLD_PREPROCESS, pick_device
+from mepo_lab.device import pick_device
 from mepo_lab.learners import IMAGE_LEARNERS, make_learner
-from mepo_lab.pretrain import Backbone, pretrained_backbone, random_backbone
-from mepo_lab.results import RunResult
-from mepo_lab.streams import si_blurry
-
-BACKBONES = ("random", "pretrained", "mepo")
-ALIGNMENTS = ("none", "official", "corrected")
+from mepo_lab.mepo.alignment import make_alignment
+from mepo_lab.protocols.online import run_gcl
+from mepo_lab.protocols.results import RunResult
+from mepo_lab.protocols.streams import si_blurry
+from mepo_lab.registry import get_backbone, isa_prompts_for, meta_covariance_of
 
 
 @dataclass
@@ -43,43 +43,13 @@ class WorldFeatures:
     covariance: np.ndarray | None = None
 
 
-def get_backbone(kind: str, preset: Preset, data_home: str | Path | None = None, progress: bool = True) -> Backbone:
-    """A backbone by name.
-
-    Micro ViT (the embedded default): ``random`` (timm init), ``pretrained`` (cached), ``mepo`` (its cached
-    refinement). Real scale: a :data:`mepo_lab.zoo.BACKBONES` name (``sup21k``, ``sup21k_1k``, ``dino``,
-    ...), ``local:<path>``, or ``mepo:<release>`` (a released MePo backbone, e.g. ``mepo:sup21k``).
-    """
-    if kind == "random":
-        return random_backbone(preset)
-    if kind == "pretrained":
-        return pretrained_backbone(preset, data_home, progress=progress)
-    if kind == "mepo":
-        from mepo_lab.mepo.pipeline import mepo_backbone
-
-        return mepo_backbone(preset, data_home, progress=progress)
-    from mepo_lab import zoo
-
-    if kind.startswith("mepo:"):
-        from mepo_lab.hub import RELEASES, mepo_artifacts
-
-        release = kind.split(":", 1)[1]
-        path = mepo_artifacts(release, include=["meta"])["meta"]
-        bb = zoo.create_backbone(f"local:{path}", arch=RELEASES[release].arch)
-        return Backbone(bb.model, kind, bb.weights_hash, bb.info | {"release": release})
-    if kind in zoo.BACKBONES or kind.startswith("local:"):
-        return zoo.create_backbone(kind)
-    raise ValueError(f"unknown backbone {kind!r}: choose one of {', '.join(BACKBONES)}, a zoo name "
-                     f"({', '.join(zoo.BACKBONES)}), local:<path> or mepo:<release>")
-
-
 def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
                    progress: bool = True, dataset: str = "synthetic", normalization: str = "dataset",
                    data_kwargs: dict | None = None) -> WorldFeatures:
     """Cached downstream train/test features of ``backbone`` on ``dataset`` (the world by default).
 
     Images are rendered or decoded only on a cache miss; real datasets use their preprocessing
-    (:func:`mepo_lab.data.arrays.preprocess_for`), which is part of the cache key.
+    (:func:`mepo_lab.data.normalization.preprocess_for`), which is part of the cache key.
     """
     sets = {}
     for split in ("train", "test"):
@@ -88,7 +58,7 @@ def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | N
             name, make, pre = (world.dataset_name("downstream", split),
                                lambda w=world, sp=split: w.dataset("downstream", sp), WORLD_PREPROCESS)
         else:
-            from mepo_lab.data.arrays import dataset_arrays, preprocess_for
+            from mepo_lab.data.arrays import dataset_arrays
 
             name, pre = f"{dataset}-{split}", preprocess_for(dataset, backbone.model, normalization)
 
@@ -100,61 +70,12 @@ def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | N
     return WorldFeatures(backbone, sets["train"], sets["test"])
 
 
-def meta_covariance_of(preset: Preset, backbone: Backbone, data_home: str | Path | None = None,
-                       progress: bool = True) -> np.ndarray:
-    """The meta covariance Σ_pre that goes with ``backbone``.
-
-    Micro ViT: computed from the pretraining classes' prototypes (cached). ``mepo:<release>``: the
-    released ``cov_*.npy`` of that release. ``local:<folder>/meta_E.pth``: the ``cov_meta_E.npy`` that
-    :func:`mepo_lab.mepo.real.refine_real` writes next to it. Other real-scale backbones have none (the
-    prototypes would need their pretraining data): one clear error.
-    """
-    if backbone.kind in BACKBONES:
-        from mepo_lab.mepo.pipeline import covariance_for
-
-        return covariance_for(preset, backbone, data_home, progress=progress)
-    if backbone.kind.startswith("mepo:"):
-        from mepo_lab.hub import load_mepo_covariance, mepo_artifacts
-
-        release = backbone.kind.split(":", 1)[1]
-        path = mepo_artifacts(release, include=["covariance"])["covariance"]
-        return load_mepo_covariance(path, dim=backbone.feature_dim)
-    if backbone.kind == "local" and "path" in (backbone.info or {}):
-        from mepo_lab.covariance import load_covariance
-
-        weights = Path(backbone.info["path"])
-        sibling = weights.with_name(f"cov_{weights.stem}.npy")
-        if sibling.exists():
-            return load_covariance(sibling, dim=backbone.feature_dim)
-    raise ValueError(f"no meta covariance for backbone {backbone.kind!r}: use a released MePo backbone "
-                     "(mepo:sup21k, ...), a refinement folder of `mepo-lab refine --pretrain-data ...` "
-                     "(local:<folder>/meta_E.pth next to cov_meta_E.npy), or pass covariance=... explicitly")
-
-
 def with_covariance(preset: Preset, feats: WorldFeatures, data_home: str | Path | None = None,
                     progress: bool = True) -> WorldFeatures:
     """Attach the backbone's meta covariance (:func:`meta_covariance_of`)."""
     if feats.covariance is None:
         feats.covariance = meta_covariance_of(preset, feats.backbone, data_home, progress)
     return feats
-
-
-def make_transform(mode: str, alpha: float, covariance: np.ndarray | None, ridge: float = 1e-4,
-                   official_singleton: str = "raise"):
-    """The feature transform of an alignment mode (``None`` for ``none``); a fresh one per run.
-
-    ``official_singleton``: what the official transform does with a batch of one sample —
-    ``raise`` (the reference's crash, as a clear error) or ``skip`` (leave it unaligned, as FlyGCL).
-    """
-    if mode == "none":
-        return None
-    if covariance is None:
-        raise ValueError(f"alignment {mode!r} needs the meta covariance: call with_covariance(...) first")
-    if mode == "official":
-        return OfficialAlignment(covariance, alpha, ridge, on_singleton=official_singleton)
-    if mode == "corrected":
-        return CorrectedAlignment(covariance, alpha, ridge)
-    raise ValueError(f"unknown alignment {mode!r}: choose one of {', '.join(ALIGNMENTS)}")
 
 
 def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: int, *, alignment: str = "none",
@@ -167,7 +88,7 @@ def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: in
                        seed=seed if stream_seed is None else stream_seed, stochastic=s.stochastic)
     if learner == "linear":
         learner_kwargs.setdefault("lr", preset.gcl.lr)
-    transform = make_transform(alignment, alpha, feats.covariance, preset.align.ridge,
+    transform = make_alignment(alignment, alpha, feats.covariance, preset.align.ridge,
                                preset.align.official_singleton)
     if transform is not None:
         learner_kwargs["transform"] = transform
@@ -190,24 +111,11 @@ def _images(dataset: str, preset: Preset, backbone: Backbone, data_home, normali
     """(train images, train labels, test images, test labels, preprocessing) of ``dataset``."""
     if dataset == "synthetic":
         return (*_world_images(preset.world), WORLD_PREPROCESS)
-    from mepo_lab.data.arrays import dataset_arrays, preprocess_for
+    from mepo_lab.data.arrays import dataset_arrays
 
     train = dataset_arrays(dataset, "train", data_home=data_home, **data_kwargs)
     test = dataset_arrays(dataset, "test", data_home=data_home, **data_kwargs)
     return (*train, *test, preprocess_for(dataset, backbone.model, normalization))
-
-
-def _isa(preset: Preset, backbone: Backbone, data_home, progress: bool):
-    """MISA's starting prompts: the released ISA tensors for ViT-B/16, ISA-lite ones for the micro ViT."""
-    if backbone.kind in ("random", "pretrained", "mepo"):
-        from mepo_lab.learners.isa import isa_prompts
-
-        return isa_prompts(preset, pretrained_backbone(preset, data_home, progress=progress), data_home,
-                           progress=progress)
-    from mepo_lab.hub import load_prompts, mepo_artifacts
-
-    files = mepo_artifacts(include=["e_prompt", "g_prompt"])
-    return tuple(load_prompts(files["e_prompt"], files["g_prompt"]))
 
 
 def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",
@@ -229,11 +137,11 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     if learner != "finetune":  # finetune has its own two learning rates
         learner_kwargs.setdefault("lr", preset.gcl.lr)
     if learner == "misa" and "prompts" not in learner_kwargs:
-        learner_kwargs["prompts"] = _isa(preset, backbone, data_home, progress)
+        learner_kwargs["prompts"] = isa_prompts_for(preset, backbone, data_home, progress)
     if alignment != "none":
         if covariance is None:
             covariance = meta_covariance_of(preset, backbone, data_home, progress)
-        learner_kwargs["transform"] = make_transform(alignment, alpha, covariance, preset.align.ridge,
+        learner_kwargs["transform"] = make_alignment(alignment, alpha, covariance, preset.align.ridge,
                                                      preset.align.official_singleton)
     result = RunResult(method=learner, backbone=backbone.kind, alignment=alignment, seed=seed,
                        config=as_dict(preset), meta={"backbone_hash": backbone.weights_hash, "alpha": alpha,

@@ -19,9 +19,9 @@ from mepo_lab import paths
 from mepo_lab.config import Preset, get_preset
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.experiment import run_grid
-from mepo_lab.results import RunResult, aggregate, format_table
-from mepo_lab.stream_stats import stream_statistics
-from mepo_lab.streams import si_blurry
+from mepo_lab.protocols.results import RunResult, aggregate, format_table
+from mepo_lab.protocols.stream_stats import stream_statistics
+from mepo_lab.protocols.streams import si_blurry
 from mepo_lab.viz.runs import plot_anytime, plot_class_forgetting, plot_metric_bars
 from mepo_lab.viz.streams import plot_stream_raster
 

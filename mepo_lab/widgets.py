@@ -24,9 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
-from mepo_lab.results import RunResult
-from mepo_lab.stream_stats import stream_statistics
-from mepo_lab.streams import si_blurry
+from mepo_lab.protocols.results import RunResult
+from mepo_lab.protocols.stream_stats import stream_statistics
+from mepo_lab.protocols.streams import si_blurry
 from mepo_lab.viz.runs import plot_anytime, plot_class_curves
 from mepo_lab.viz.streams import plot_stream_overview
 

@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mepo_lab.backbones import cls_features, create_micro_vit, normalize, weights_hash
+from mepo_lab.backbones.base import cls_features, weights_hash
+from mepo_lab.backbones.features import cached_features, feature_key
+from mepo_lab.backbones.micro_vit import create_micro_vit
+from mepo_lab.backbones.pretrain import cache_key, pretrained_backbone, random_backbone
 from mepo_lab.config import MicroViTConfig
+from mepo_lab.data.normalization import normalize
 from mepo_lab.data.synthetic import SyntheticWorld
-from mepo_lab.features import cached_features, feature_key
-from mepo_lab.pretrain import cache_key, pretrained_backbone, random_backbone
 
 TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)
 
@@ -14,7 +16,7 @@ TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)
 def test_micro_vit_is_a_timm_vit_with_post_norm_cls_feature():
     from timm.models.vision_transformer import VisionTransformer
 
-    from mepo_lab.backbones import count_parameters
+    from mepo_lab.backbones.base import count_parameters
 
     vit = create_micro_vit(TINY, 32, seed=0).eval()
     assert isinstance(vit, VisionTransformer) and vit.num_features == 16

@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from mepo_lab.cli import build_parser, main
+from mepo_lab.protocols.results import METRIC_KEYS
 from mepo_lab.quickstart import QUICKSTART_GRID
-from mepo_lab.results import METRIC_KEYS
 
 
 def test_stream_command_prints_reference_task_sizes(tmp_path, capsys):

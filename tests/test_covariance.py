@@ -1,4 +1,4 @@
-"""Meta covariance and output alignment (reference notes §1.5–1.7, checks 7–12 and 21)."""
+"""Meta covariance and output alignment (docs/reference/mepo.md#meta-covariance to #q4; checks.md#c7 to #c12 and #c21)."""
 from __future__ import annotations
 
 import warnings
@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
-from mepo_lab.covariance import (RankDeficientWarning, align_features, load_covariance,
-                                 meta_covariance, save_covariance, validate_covariance,
-                                 whiten_color)
+from mepo_lab.mepo.alignment import CorrectedAlignment, OfficialAlignment
+from mepo_lab.mepo.covariance import (
+    RankDeficientWarning,
+    load_covariance,
+    meta_covariance,
+    save_covariance,
+    validate_covariance,
+)
+from mepo_lab.mepo.whitening import align_features, whiten_color
 
 pytestmark = pytest.mark.filterwarnings("ignore::mepo_lab.covariance.RankDeficientWarning")
 
@@ -130,7 +135,7 @@ def test_alpha_out_of_range(alpha):
 # ----------------------------------------------------------------------------- batch of one
 def test_batch_of_one():
     target, f = spd(8), features(200, 8)
-    with pytest.raises(ValueError, match="needs at least 2 samples, got 1 .*§1.7 item 3"):
+    with pytest.raises(ValueError, match="needs at least 2 samples, got 1 .*docs/reference/mepo.md#q3"):
         align_features(f[:1], target, 0.5, "official")
     with pytest.raises(ValueError, match="at least 2 samples"):
         OfficialAlignment(target, 0.5)(f[:1])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, normalize
+from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess, normalize
 from mepo_lab.device import Amp, oom_guard
 
 

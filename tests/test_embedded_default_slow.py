@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cpu_features():
     """The cpu preset's backbones and features (cached in the default data home)."""
-    from mepo_lab.pretrain import pretrained_backbone, random_backbone
+    from mepo_lab.backbones.pretrain import pretrained_backbone, random_backbone
     from mepo_lab.experiment import world_features
 
     with pytest.MonkeyPatch.context() as mp:
@@ -20,7 +20,7 @@ def cpu_features():
 
 
 def test_pretraining_beats_random_init_on_linear_probe_by_20_points(cpu_features):
-    from mepo_lab.probe import linear_probe
+    from mepo_lab.backbones.probe import linear_probe
 
     _, feats = cpu_features
     acc = {k: linear_probe(f.train.features, f.train.targets, f.test.features, f.test.targets)

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from mepo_lab.alignment import CorrectedAlignment, OfficialAlignment
 from mepo_lab.config import GCLConfig
-from mepo_lab.experiment import get_backbone, make_transform
-from mepo_lab.gcl import run_gcl
 from mepo_lab.learners import make_learner
-from mepo_lab.streams import si_blurry
+from mepo_lab.mepo.alignment import CorrectedAlignment, OfficialAlignment, make_alignment
+from mepo_lab.protocols.online import run_gcl
+from mepo_lab.protocols.streams import si_blurry
+from mepo_lab.registry import get_backbone
 from tests.helpers import clustered
 
 
@@ -60,15 +60,15 @@ def test_alignment_changes_predictions_and_alpha_zero_does_not(monkeypatch):
 
 @pytest.mark.parametrize("mode, kind", [("none", type(None)), ("official", OfficialAlignment),
                                         ("corrected", CorrectedAlignment)])
-def test_make_transform(mode, kind):
-    assert isinstance(make_transform(mode, 0.5, np.eye(3)), kind)
+def test_make_alignment(mode, kind):
+    assert isinstance(make_alignment(mode, 0.5, np.eye(3)), kind)
 
 
 def test_bad_names_list_the_valid_ones(smoke_preset):
     with pytest.raises(ValueError, match="unknown alignment 'whiten': choose one of none, official, corrected"):
-        make_transform("whiten", 0.5, np.eye(3))
+        make_alignment("whiten", 0.5, np.eye(3))
     with pytest.raises(ValueError, match="needs the meta covariance"):
-        make_transform("corrected", 0.5, None)
+        make_alignment("corrected", 0.5, None)
     with pytest.raises(ValueError, match="unknown backbone 'vgg': choose one of random, pretrained, mepo"):
         get_backbone("vgg", smoke_preset)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from mepo_lab.config import GCLConfig
-from mepo_lab.gcl import _Exposure, run_gcl
 from mepo_lab.learners import Learner, StepContext, make_learner
-from mepo_lab.results import RunResult
-from mepo_lab.streams import si_blurry
+from mepo_lab.protocols.online import _Exposure, run_gcl
+from mepo_lab.protocols.results import RunResult
+from mepo_lab.protocols.streams import si_blurry
 from tests.helpers import clustered
 
 
@@ -143,7 +143,7 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from tests.test_gcl import resumable_setup
-from mepo_lab.gcl import run_gcl
+from mepo_lab.protocols.online import run_gcl
 
 class Kill:
     def __init__(self):
@@ -160,7 +160,7 @@ run_gcl(learner, *args, **kwargs, out_path={out!r}, callbacks=[Kill()], progress
 
 def resumable_setup(name):
     """A small but real run: clustered features for `linear`, tiny images for `dualprompt`."""
-    from mepo_lab.backbones import create_micro_vit
+    from mepo_lab.backbones.micro_vit import create_micro_vit
     from mepo_lab.config import MicroViTConfig
 
     x, y, xte, yte, _ = clustered(per_class=60)
@@ -183,7 +183,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, name):
     import subprocess
     import sys
 
-    from mepo_lab.gcl import checkpoint_path
+    from mepo_lab.protocols.online import checkpoint_path
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "run.json"
@@ -202,7 +202,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, name):
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
-    from mepo_lab.gcl import checkpoint_path
+    from mepo_lab.protocols.online import checkpoint_path
 
     x, y, xte, yte, _ = clustered()
     stream = si_blurry(y, n_tasks=2, n=50, m=10, seed=1)

@@ -83,7 +83,7 @@ def test_ncm_cosine_and_bad_metric():
 
 
 def test_finetune_updates_backbone_copy_only():
-    from mepo_lab.backbones import create_micro_vit
+    from mepo_lab.backbones.micro_vit import create_micro_vit
     from mepo_lab.config import MicroViTConfig
 
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 16, seed=0)

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mepo_lab import metrics as m
+from mepo_lab.protocols import metrics as m
 
 NAN = float("nan")
 

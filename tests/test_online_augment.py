@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mepo_lab.backbones import Preprocess, create_micro_vit, weights_hash
+from mepo_lab.backbones.base import weights_hash
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import MicroViTConfig, override
+from mepo_lab.data.normalization import Preprocess
 from mepo_lab.data.online_augment import OnlineAugment, online_augment_for, random_crop, random_flip
 from mepo_lab.learners import StepContext, make_learner
 
@@ -134,8 +136,8 @@ def test_learner_re_augments_every_iteration(learner, monkeypatch):
 
 @pytest.mark.parametrize("draws", ["batch", "sample"])
 def test_runner_wires_the_configured_augmentation(smoke_preset, smoke_home, tmp_path, draws):
+    from mepo_lab.backbones.base import Backbone
     from mepo_lab.experiment import run_on_images
-    from mepo_lab.pretrain import Backbone
 
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32, seed=0)
     preset = override(smoke_preset, ["stream.n_tasks=2", f"gcl.augment_draws={draws}"])

@@ -11,7 +11,7 @@ def test_only_the_abstract_numbers_are_verified():
 
 
 def test_our_rows_carry_protocol_columns(tmp_path):
-    from mepo_lab.results import RunResult
+    from mepo_lab.protocols.results import RunResult
 
     RunResult(method="linear", metrics={"A_auc": 0.5, "A_last": 0.25, "A_avg": 0.4, "F_last": 0.1},
               meta={"gcl": {"eval_period": 1000, "batch_size": 32, "online_iter": 3}}).save(tmp_path / "r.json")

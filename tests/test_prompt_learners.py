@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mepo_lab.backbones import cls_features, create_micro_vit
+from mepo_lab.backbones.base import cls_features
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import GCLConfig, MicroViTConfig
-from mepo_lab.gcl import run_gcl
 from mepo_lab.learners import StepContext, make_learner
 from mepo_lab.learners.prompting import PromptPool, prompt_tuning_forward
-from mepo_lab.streams import si_blurry
+from mepo_lab.protocols.online import run_gcl
+from mepo_lab.protocols.streams import si_blurry
 
 VIT = MicroViTConfig(patch_size=8, embed_dim=16, depth=5, num_heads=2)
 
@@ -129,15 +130,15 @@ def test_alignment_sees_the_prompted_feature_not_the_query():
     learner.setup(3, 0, torch.device("cpu"))
     x = images(4)
     learner.logits(x)
-    from mepo_lab.backbones import normalize
+    from mepo_lab.data.normalization import normalize
 
     query = cls_features(learner.vit, normalize(x))
     assert len(spy.seen) == 1 and not torch.allclose(spy.seen[0], query)
 
 
 def test_isa_lite_prompts_are_cached_and_fit_misa(smoke_preset, tmp_path):
-    from mepo_lab.learners.isa import isa_prompts
-    from mepo_lab.pretrain import random_backbone
+    from mepo_lab.backbones.pretrain import random_backbone
+    from mepo_lab.isa import isa_prompts
 
     bb = random_backbone(smoke_preset)
     e, g = isa_prompts(smoke_preset, bb, tmp_path, per_class=2, progress=False)

@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from mepo_lab.data import real, transforms
 from mepo_lab.data.real import ChecksumError, get_dataset, split_per_class
+from mepo_lab.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from mepo_lab.data.transforms import autoaugment_policy, load_transform, train_transform
 from tests import fakes
 
@@ -258,5 +259,7 @@ def test_normalization_switch():
     assert torch.allclose(backbone, torch.ones_like(backbone))  # mean = std = 0.5
     with pytest.raises(ValueError, match="backbone_cfg"):
         transforms.test_transform("cub200", normalization="backbone")
-    with pytest.raises(ValueError, match="normalization"):
-        train_transform("cub200", normalization="imagenet")
+    imagenet = transforms.test_transform("cub200", size=8, normalization="imagenet")(white)[:, 0, 0]
+    assert torch.allclose(imagenet, (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    with pytest.raises(ValueError, match="normalization must be one of dataset, backbone, imagenet"):
+        train_transform("cub200", normalization="bogus")

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from mepo_lab.backbones.base import Backbone, weights_hash
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import MicroViTConfig, override
-from mepo_lab.data.arrays import dataset_arrays, preprocess_for
-from mepo_lab.experiment import get_backbone, run_on_images
-from mepo_lab.pretrain import Backbone
-from mepo_lab.backbones import create_micro_vit, weights_hash
+from mepo_lab.data.arrays import dataset_arrays
+from mepo_lab.data.normalization import preprocess_for
+from mepo_lab.experiment import run_on_images
+from mepo_lab.registry import get_backbone
 from tests.fakes import write_cifar100
 
 
@@ -48,19 +50,19 @@ def test_missing_real_data_is_one_clear_error(tmp_path, smoke_preset):
 
 
 def test_unknown_backbone_lists_the_options(smoke_preset):
-    with pytest.raises(ValueError, match="unknown backbone 'resnet'.*sup21k.*mepo:<release>"):
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'.*sup21k.*local:<path>.*mepo:sup21k"):
         get_backbone("resnet", smoke_preset)
 
 
 def test_gcl_command_on_fake_cifar_with_features(cifar_root, tmp_path, monkeypatch):
     """`mepo-lab gcl --dataset cifar100` with a local backbone file: feature-cached linear learner."""
-    from mepo_lab.backbones import save_mepo_backbone
+    from mepo_lab.backbones.base import save_mepo_backbone
     from mepo_lab.cli import main
 
     monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32, seed=0)
     ckpt = save_mepo_backbone(vit, tmp_path / "micro.pth")
-    import mepo_lab.zoo as zoo
+    import mepo_lab.backbones.zoo as zoo
 
     monkeypatch.setattr(zoo, "_create_local", lambda path, arch, pretrained, kw: _load_micro(path))
     main(["gcl", "--learner", "linear", "--backbone", f"local:{ckpt}", "--dataset", "cifar100", "--root",
@@ -71,14 +73,14 @@ def test_gcl_command_on_fake_cifar_with_features(cifar_root, tmp_path, monkeypat
 
 
 def _load_micro(path):
-    from mepo_lab.backbones import load_mepo_backbone
+    from mepo_lab.backbones.base import load_mepo_backbone
 
     return load_mepo_backbone(path, create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1,
                                                                     num_heads=2), 32))
 
 
 def test_meta_covariance_source_follows_the_backbone(smoke_preset):
-    from mepo_lab.experiment import meta_covariance_of
+    from mepo_lab.registry import meta_covariance_of
 
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
     with pytest.raises(ValueError, match="no meta covariance for backbone 'dino'"):
@@ -87,9 +89,9 @@ def test_meta_covariance_source_follows_the_backbone(smoke_preset):
 
 def test_a_local_refinement_brings_its_covariance(tmp_path, smoke_preset):
     """`refine_real` writes cov_meta_E.npy next to meta_E.pth; `local:` backbones find it there."""
-    from mepo_lab.backbones import save_mepo_backbone
-    from mepo_lab.covariance import save_covariance
-    from mepo_lab.experiment import meta_covariance_of
+    from mepo_lab.backbones.base import save_mepo_backbone
+    from mepo_lab.mepo.covariance import save_covariance
+    from mepo_lab.registry import meta_covariance_of
 
     vit = create_micro_vit(MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2), 32)
     save_mepo_backbone(vit, tmp_path / "meta_2.pth")

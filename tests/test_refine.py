@@ -7,7 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from mepo_lab.backbones import create_micro_vit, load_mepo_backbone, save_mepo_backbone
+from mepo_lab.backbones.base import load_mepo_backbone, save_mepo_backbone
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import MePoConfig, MicroViTConfig, get_preset
 from mepo_lab.mepo.refine import MetaRefiner
 from mepo_lab.mepo.reptile import masked_logits, reptile_step_, reset_head_
@@ -135,7 +136,7 @@ KILLED_RUN = textwrap.dedent("""
     import copy, os, signal, sys
     sys.path.insert(0, {root!r})
     from tests.test_refine import CFG, TINY, _data
-    from mepo_lab.backbones import create_micro_vit
+    from mepo_lab.backbones.micro_vit import create_micro_vit
     from mepo_lab.mepo.refine import MetaRefiner
 
     class Kill:

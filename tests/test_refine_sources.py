@@ -1,7 +1,6 @@
 """Batch sources of the MePo refinement and the real-data pipeline, on tiny fake image folders (offline)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -9,19 +8,20 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
 
-from mepo_lab.backbones import create_micro_vit, normalize, weights_hash
+from mepo_lab.backbones.base import Backbone, weights_hash
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.cli import main
 from mepo_lab.config import MePoConfig, MicroViTConfig, get_preset
-from mepo_lab.covariance import validate_covariance
 from mepo_lab.data.augment import train_augment
+from mepo_lab.data.normalization import IMAGENET_PREPROCESS, normalize
 from mepo_lab.data.real import get_dataset
+from mepo_lab.loading import to_device
+from mepo_lab.mepo.covariance import validate_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.real import real_covariance, refine_real
 from mepo_lab.mepo.refine import MetaRefiner, _epoch_seed
 from mepo_lab.mepo.reptile import MetaModel, masked_logits, reptile_step_
-from mepo_lab.loading import to_device
-from mepo_lab.mepo.sources import IMAGENET_PREPROCESS, ArraySource, FileSource
-from mepo_lab.pretrain import Backbone
+from mepo_lab.mepo.sources import ArraySource, FileSource
 from tests import fakes
 
 TINY = MicroViTConfig(patch_size=8, embed_dim=16, depth=1, num_heads=2)

@@ -1,4 +1,4 @@
-"""Tests of mepo_lab.stream_stats (hand-computed cases) and mepo_lab.viz.streams (smoke tests)."""
+"""Tests of mepo_lab.protocols.stream_stats (hand-computed cases) and mepo_lab.viz.streams (smoke tests)."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mepo_lab.stream_stats import StreamStatistics, format_statistics, stream_statistics  # noqa: E402
-from mepo_lab.streams import Stream, si_blurry  # noqa: E402
+from mepo_lab.protocols.stream_stats import StreamStatistics, format_statistics, stream_statistics  # noqa: E402
+from mepo_lab.protocols.streams import Stream, si_blurry  # noqa: E402
 from mepo_lab.viz.streams import (  # noqa: E402
     plot_shares,
     plot_stream_overview,

@@ -1,11 +1,11 @@
-"""Tests of mepo_lab.streams.si_blurry: exactness against a slow transcription, the paper table, bad input."""
+"""Tests of mepo_lab.protocols.streams.si_blurry: exactness against a slow transcription, the paper table, bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from mepo_lab.streams import Stream, si_blurry
+from mepo_lab.protocols.streams import Stream, si_blurry
 
 CIFAR_LIKE = np.repeat(np.arange(100), 500)
 

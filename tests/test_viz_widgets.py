@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from mepo_lab.results import RunResult, aggregate, format_table
+from mepo_lab.protocols.results import RunResult, aggregate, format_table
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 

@@ -17,8 +17,9 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 
-from mepo_lab import hub, zoo
-from mepo_lab.backbones import cls_features, load_mepo_backbone, save_mepo_backbone, weights_hash
+from mepo_lab.backbones import zoo
+from mepo_lab.mepo import releases as hub
+from mepo_lab.backbones.base import cls_features, load_mepo_backbone, save_mepo_backbone, weights_hash
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 MICRO = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}  # timm kwargs, tiny ViT
@@ -70,12 +71,12 @@ def fake_release(cache: Path, backbone: str = "sup21k", model: torch.nn.Module |
 
 # ----------------------------------------------------------------------------- zoo
 def test_registry_uses_tagged_names_that_match_timm_cfg():
-    assert set(zoo.BACKBONES) >= {"sup21k", "sup21k_1k", "sup21k_1k_augreg", "dino"}
-    assert zoo.BACKBONES["sup21k"]["timm_name"] == "vit_base_patch16_224.orig_in21k"
-    assert zoo.BACKBONES["sup21k_1k"]["timm_name"] == "vit_base_patch16_224.augreg2_in21k_ft_in1k"
-    assert zoo.BACKBONES["sup21k_1k_augreg"]["timm_name"] == "vit_base_patch16_224.augreg_in21k_ft_in1k"
-    assert zoo.BACKBONES["dino"]["timm_name"] == "vit_base_patch16_224.dino"
-    for name, entry in zoo.BACKBONES.items():
+    assert set(zoo.ZOO) >= {"sup21k", "sup21k_1k", "sup21k_1k_augreg", "dino"}
+    assert zoo.ZOO["sup21k"]["timm_name"] == "vit_base_patch16_224.orig_in21k"
+    assert zoo.ZOO["sup21k_1k"]["timm_name"] == "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    assert zoo.ZOO["sup21k_1k_augreg"]["timm_name"] == "vit_base_patch16_224.augreg_in21k_ft_in1k"
+    assert zoo.ZOO["dino"]["timm_name"] == "vit_base_patch16_224.dino"
+    for name, entry in zoo.ZOO.items():
         assert "." in entry["timm_name"], name
         assert timm.models.get_pretrained_cfg(entry["timm_name"]) is not None, name
         stats = zoo.normalization_stats(name, mode="backbone")
@@ -214,7 +215,7 @@ def test_mepo_artifacts_respect_hf_home(tmp_path):
     fake_release(tmp_path / "home" / "hub")
     env = os.environ | {"HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    code = "from mepo_lab import hub; print(hub.mepo_artifacts('sup21k')['meta'])"
+    code = "from mepo_lab.mepo import releases as hub; print(hub.mepo_artifacts('sup21k')['meta'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == str(snapshot(tmp_path / "home" / "hub") / "mepo_ckps/sup21k/vit_sup21k_meta_5.pth")

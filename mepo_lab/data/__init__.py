@@ -1,12 +1,17 @@
-"""Datasets: synthetic worlds (``synthetic``), in-memory arrays (``base``) and real data on disk (``real``).
+"""Datasets: synthetic worlds (``synthetic``), in-memory arrays (``base``), real data on disk (``real``), their
+normalisation (``normalization``), the protocol's transforms and augmentation (``transforms``, ``augment``,
+``online_augment``) and cached uint8 arrays for the runner (``arrays``).
 
 ``get_dataset``, ``DATASETS`` and ``STATISTICS`` come from :mod:`mepo_lab.data.real`; they are imported on
-first use, so importing the synthetic parts does not pay for torchvision.
+first use, so importing the synthetic parts does not pay for torchvision. :func:`dataset_names` lists what a
+GCL run accepts (the CLI derives its checks from it).
 """
 from __future__ import annotations
 
+SYNTHETIC = "synthetic"
+IMAGEFOLDER_PREFIX = "imagefolder:"
 _REAL = ("get_dataset", "DATASETS", "STATISTICS")
-__all__ = list(_REAL)
+__all__ = [*_REAL, "SYNTHETIC", "check_dataset_name", "dataset_names"]
 
 
 def __getattr__(name: str):
@@ -15,3 +20,20 @@ def __getattr__(name: str):
 
         return getattr(real, name)
     raise AttributeError(f"module 'mepo_lab.data' has no attribute {name!r}")
+
+
+def dataset_names() -> list[str]:
+    """``synthetic`` (the embedded world), the real datasets of :data:`DATASETS`, ``imagefolder:<path>``."""
+    from mepo_lab.data.real import DATASETS
+
+    return [SYNTHETIC, *(n for n in DATASETS if n != "imagefolder"), f"{IMAGEFOLDER_PREFIX}<path>"]
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if a GCL run accepts it, else one ``ValueError`` listing the valid names."""
+    from mepo_lab.data.real import DATASETS
+
+    if name == SYNTHETIC or (name in DATASETS and name != "imagefolder") or (
+            name.startswith(IMAGEFOLDER_PREFIX) and len(name) > len(IMAGEFOLDER_PREFIX)):
+        return name
+    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(dataset_names())}")

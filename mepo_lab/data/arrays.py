@@ -1,4 +1,4 @@
-"""Real datasets as uint8 arrays for the GCL runner, cached on disk, plus their preprocessing.
+"""Real datasets as uint8 arrays for the GCL runner, cached on disk (preprocessing: :mod:`~mepo_lab.data.normalization`).
 
 The runner indexes training images by stream position, so a dataset becomes one ``(N, 3, H, W)`` uint8
 array. CIFAR-100 stays at its native 32 × 32 (150 MB; the learner resizes each batch to the backbone's
@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import Preprocess
 
 
 def dataset_arrays(name: str, split: str, *, root: str | os.PathLike | None = None, size: int = 224,
@@ -55,21 +54,3 @@ def _decode(ds, images_path: Path, targets_path: Path, size: int, workers: int,
     targets = np.asarray(ds.targets, np.int64)
     paths.atomic_write(targets_path, lambda h: np.save(h, targets))
     return np.load(images_path, mmap_mode="r"), targets
-
-
-def preprocess_for(dataset: str, model: torch.nn.Module, normalization: str = "dataset") -> Preprocess:
-    """Resize to the backbone's input size and normalise with the dataset's or the backbone's statistics.
-
-    ``dataset`` statistics are the Si-Blurry lineage's choice; ``backbone`` reads timm's data config
-    (mean = std = 0.5 for the Sup-21K checkpoints).
-    """
-    from mepo_lab.data.transforms import mean_std
-
-    cfg = None
-    if normalization == "backbone":
-        import timm
-
-        cfg = timm.data.resolve_model_data_config(model)
-    mean, std = mean_std(dataset, normalization, cfg)
-    size = model.patch_embed.img_size[0] if hasattr(model, "patch_embed") else None
-    return Preprocess(tuple(float(m) for m in mean), tuple(float(s) for s in std), int(size) if size else None)

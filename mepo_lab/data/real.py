@@ -7,8 +7,8 @@
 
 Where every number comes from:
 
-* ``STATISTICS``: ``kangzhiq/MISA`` ``utils/data_loader.py`` ``get_statistics`` (commit bcea2af), the table
-  the Si-Blurry / MISA / MePo code normalises with. CUB-200 really is given the CIFAR-100 statistics there.
+* ``STATISTICS`` (defined in :mod:`mepo_lab.data.normalization`): ``kangzhiq/MISA`` ``utils/data_loader.py``
+  ``get_statistics`` (commit bcea2af), the table the Si-Blurry / MISA / MePo code normalises with.
 * CIFAR-100: URL and md5s are torchvision's own (``torchvision.datasets.CIFAR100``).
 * ImageNet-R: URL from ``hendrycks/imagenet-r`` ``README.md``; md5 from ``ENSTA-U2IS-AI/torch-uncertainty``
   ``torch_uncertainty/datasets/classification/imagenet/imagenet_r.py`` (the same value recurs in several
@@ -29,7 +29,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torchvision.datasets import CIFAR100, ImageFolder
@@ -38,28 +37,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from mepo_lab import paths
+from mepo_lab.data.normalization import STATISTICS, Stats  # noqa: F401  (re-exported: data.STATISTICS)
 
 Transform = Callable[[object], object]
-
-
-class Stats(NamedTuple):
-    """Normalisation statistics, number of classes and native input size of one dataset."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    n_classes: int
-    input_size: int
-
-
-_CIFAR100_MEAN_STD = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-_IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# kangzhiq/MISA utils/data_loader.py get_statistics: "cifar100", "imagenet-r", "cub200", "tinyimagenet".
-STATISTICS: dict[str, Stats] = {
-    "cifar100": Stats(*_CIFAR100_MEAN_STD, 100, 32),
-    "imagenet-r": Stats(*_IMAGENET_MEAN_STD, 200, 224),
-    "cub200": Stats(*_CIFAR100_MEAN_STD, 200, 224),  # sic: CIFAR-100 statistics for CUB, as in MISA
-    "tiny-imagenet": Stats((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 200, 64),
-}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Image transforms of the downstream GCL protocol, on uint8 tensors (so they can run batched on a GPU).
 
 Source: ``kangzhiq/MISA`` ``methods/_trainer.py`` ``setup_distributed_dataset`` (the MePo GCL code ships
-the same logic compiled; reference notes §2.2):
+the same logic compiled; docs/reference/si_blurry.md#training):
 
 * train: to uint8 -> ``Resize((224, 224))`` -> ``RandomCrop(224, padding=4)`` -> ``RandomHorizontalFlip``
   -> ``AutoAugment`` (CIFAR10 policy if ``'cifar'`` is in the dataset name, IMAGENET policy if
@@ -9,10 +9,10 @@ the same logic compiled; reference notes §2.2):
 * test: ``Resize((224, 224))`` -> to float in [0, 1] -> ``Normalize``.
 
 Normalisation. The Si-Blurry lineage (MVP, MISA, MePo's GCL stage) normalises with *dataset* statistics
-(:data:`mepo_lab.data.real.STATISTICS`: CIFAR-100 numbers for CIFAR-100 and CUB-200, ImageNet numbers for
-ImageNet-R) -- ``normalization="dataset"``, the default. The Sup-21K checkpoints (Google's IN-21K ViT-B/16,
-timm ``vit_base_patch16_224.augreg*`` / ``.orig_in21k``) were trained with mean = std = (0.5, 0.5, 0.5);
-``normalization="backbone"`` takes mean/std from ``timm.data.resolve_model_data_config(model)`` instead.
+(:data:`mepo_lab.data.normalization.STATISTICS`: CIFAR-100 numbers for CIFAR-100 and CUB-200, ImageNet
+numbers for ImageNet-R) -- ``normalization="dataset"``, the default; ``"backbone"`` takes the weights' own
+statistics from ``backbone_cfg = timm.data.resolve_model_data_config(model)`` (mean = std = 0.5 for the
+Sup-21K checkpoints). All choices are resolved by :func:`mepo_lab.data.normalization.mean_std`.
 
 Differences from the reference: MISA loads float images and turns them back into uint8 with
 ``(x * 255).to(torch.uint8)`` (exact for float32 ``k / 255``), and its test resize works on PIL images;
@@ -27,9 +27,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torchvision.transforms import v2
 
-from mepo_lab.data.real import STATISTICS, Stats
-
-NORMALIZATIONS = ("dataset", "backbone")
+from mepo_lab.data.normalization import mean_std as _mean_std
 
 
 def autoaugment_policy(dataset_name: str) -> v2.AutoAugmentPolicy | None:
@@ -40,28 +38,6 @@ def autoaugment_policy(dataset_name: str) -> v2.AutoAugmentPolicy | None:
     if "imagenet" in name:
         return v2.AutoAugmentPolicy.IMAGENET
     return None
-
-
-def dataset_statistics(dataset_name: str) -> Stats:
-    """:data:`STATISTICS` entry of a dataset (``cifar100``, ``imagenet-r``, ``cub200``, ``tiny-imagenet``)."""
-    if dataset_name not in STATISTICS:
-        raise ValueError(f"no dataset statistics for {dataset_name!r} (known: {', '.join(STATISTICS)}); "
-                         f"use normalization='backbone' with a timm data config")
-    return STATISTICS[dataset_name]
-
-
-def mean_std(dataset_name: str, normalization: str = "dataset",
-             backbone_cfg: Mapping | None = None) -> tuple[Sequence[float], Sequence[float]]:
-    """The (mean, std) pair used to normalise: dataset statistics, or the backbone's timm data config."""
-    if normalization == "dataset":
-        stats = dataset_statistics(dataset_name)
-        return stats.mean, stats.std
-    if normalization == "backbone":
-        if not backbone_cfg or "mean" not in backbone_cfg or "std" not in backbone_cfg:
-            raise ValueError("normalization='backbone' needs backbone_cfg = "
-                             "timm.data.resolve_model_data_config(model) (a dict with 'mean' and 'std')")
-        return tuple(backbone_cfg["mean"]), tuple(backbone_cfg["std"])
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
 def _to_uint8() -> list:
@@ -75,7 +51,7 @@ def _to_normalized(mean: Sequence[float], std: Sequence[float]) -> list:
 def train_transform(dataset_name: str, size: int = 224, normalization: str = "dataset",
                     backbone_cfg: Mapping | None = None) -> v2.Compose:
     """Training augmentation of the protocol; accepts PIL images or uint8 tensors ``(..., 3, H, W)``."""
-    mean, std = mean_std(dataset_name, normalization, backbone_cfg)
+    mean, std = _mean_std(normalization, dataset_name, backbone_cfg)
     policy = autoaugment_policy(dataset_name)
     augment = [v2.AutoAugment(policy)] if policy is not None else []
     return v2.Compose([*_to_uint8(), v2.Resize((size, size), antialias=True), v2.RandomCrop(size, padding=4),
@@ -85,7 +61,7 @@ def train_transform(dataset_name: str, size: int = 224, normalization: str = "da
 def test_transform(dataset_name: str, size: int = 224, normalization: str = "dataset",
                    backbone_cfg: Mapping | None = None) -> v2.Compose:
     """Evaluation transform of the protocol: resize to ``(size, size)``, scale to [0, 1], normalise."""
-    mean, std = mean_std(dataset_name, normalization, backbone_cfg)
+    mean, std = _mean_std(normalization, dataset_name, backbone_cfg)
     return v2.Compose([*_to_uint8(), v2.Resize((size, size), antialias=True), *_to_normalized(mean, std)])
 
 

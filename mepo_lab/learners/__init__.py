@@ -2,11 +2,11 @@
 ``dualprompt`` and ``misa`` on images (they need ``backbone=``)."""
 from __future__ import annotations
 
-from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
 from mepo_lab.learners.finetune import FinetuneLearner
 from mepo_lab.learners.linear import LinearLearner
 from mepo_lab.learners.ncm import NCMLearner
 from mepo_lab.learners.prompt_learners import DualPromptLearner, L2PLearner, MISALearner
+from mepo_lab.protocols.learner import MASKS, Learner, StepContext, logit_mask
 
 LEARNERS = {"linear": LinearLearner, "ncm": NCMLearner, "finetune": FinetuneLearner, "l2p": L2PLearner,
             "dualprompt": DualPromptLearner, "misa": MISALearner}

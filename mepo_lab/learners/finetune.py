@@ -14,10 +14,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.backbones.base import cls_features
+from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
-from mepo_lab.learners.base import Learner, StepContext, logit_mask
+from mepo_lab.protocols.learner import Learner, StepContext, logit_mask
 
 
 class FinetuneLearner(Learner):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from mepo_lab.learners.base import FeatureTransform, Learner, StepContext, logit_mask
+from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
 
 
 class LinearLearner(Learner):

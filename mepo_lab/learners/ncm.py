@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mepo_lab.learners.base import FeatureTransform, Learner, StepContext
+from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext
 
 METRICS = ("cosine", "euclidean")
 

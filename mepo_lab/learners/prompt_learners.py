@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features
+from mepo_lab.backbones.base import cls_features
+from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
-from mepo_lab.learners.base import FeatureTransform, Learner, StepContext, logit_mask
 from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
+from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
 
 
 class PromptLearner(Learner):
@@ -194,6 +195,6 @@ class MISALearner(DualPromptLearner):
                  **kwargs) -> None:
         if prompts is None:
             raise ValueError("misa needs ISA prompts (e_prompt, g_prompt): the released tensors via "
-                             "mepo_lab.hub.mepo_artifacts for ViT-B/16, or mepo_lab.learners.isa.isa_prompts "
+                             "mepo_lab.mepo.releases.mepo_artifacts for ViT-B/16, or mepo_lab.isa.isa_prompts "
                              "for the micro ViT; without them use learner 'dualprompt'")
         super().__init__(backbone, prompts=prompts, **kwargs)

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from mepo_lab.covariance import align_features, whiten_color
+from mepo_lab.mepo.whitening import align_features, whiten_color
 
 
 def alignment_error(feats: np.ndarray, target_cov: np.ndarray, mode: str, batch_size: int,

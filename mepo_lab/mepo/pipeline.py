@@ -16,15 +16,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from mepo_lab import paths
-from mepo_lab.backbones import create_micro_vit, load_mepo_backbone, pick_device, weights_hash
+from mepo_lab.backbones.base import Backbone, load_mepo_backbone, weights_hash
+from mepo_lab.backbones.micro_vit import create_micro_vit
+from mepo_lab.backbones.pretrain import pretrained_backbone
 from mepo_lab.config import Preset
-from mepo_lab.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
+from mepo_lab.device import pick_device
+from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.refine import MetaRefiner, read_info
 from mepo_lab.mepo.sources import ArraySource
 from mepo_lab.mepo.switches import resolve
-from mepo_lab.pretrain import Backbone, pretrained_backbone
 
 
 def mepo_folder(preset: Preset, source: Backbone, data_home: str | Path | None = None) -> Path:

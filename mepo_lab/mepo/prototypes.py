@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mepo_lab.backbones import cls_features, pick_device
+from mepo_lab.backbones.base import cls_features
+from mepo_lab.device import pick_device
 from mepo_lab.mepo.sources import ArraySource, BatchSource
 
 

@@ -25,16 +25,15 @@ import numpy as np
 import torch
 
 from mepo_lab import paths
-from mepo_lab.backbones import Preprocess, load_mepo_backbone, pick_device, weights_hash
-from mepo_lab.config import MePoConfig, Preset, get_preset
-from mepo_lab.covariance import load_covariance, meta_covariance, save_covariance
+from mepo_lab.backbones.base import Backbone, load_mepo_backbone, weights_hash
+from mepo_lab.config import MePoConfig
+from mepo_lab.data.normalization import IMAGENET_PREPROCESS, Preprocess, preprocess_for
+from mepo_lab.device import pick_device
+from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.refine import MetaRefiner, read_info
-from mepo_lab.mepo.sources import IMAGENET_PREPROCESS, BatchSource, FileSource
+from mepo_lab.mepo.sources import BatchSource, FileSource
 from mepo_lab.mepo.switches import resolve
-from mepo_lab.pretrain import Backbone
-
-NORMALIZATIONS = ("imagenet", "backbone")
 
 
 def pretraining_source(pretrain_data: str, root: str | Path | None = None, *, size: int = 224, workers: int = 2,
@@ -74,29 +73,6 @@ def check_input_size(model: torch.nn.Module, size: int) -> None:
                          f"pass size={fixed[0]} (--size {fixed[0]})")
 
 
-def resolve_backbone(backbone: str | Backbone, preset: Preset | None = None, data_home: str | Path | None = None,
-                     progress: bool = True) -> Backbone:
-    """A :class:`Backbone` as given, or by name through :func:`mepo_lab.experiment.get_backbone`
-    (``sup21k``, ``sup21k_1k``, ``dino``, ``local:<path>``, ``mepo:<release>``; micro ViT names use
-    ``preset``, default ``cpu``)."""
-    if isinstance(backbone, Backbone):
-        return backbone
-    from mepo_lab.experiment import get_backbone
-
-    return get_backbone(backbone, preset or get_preset("cpu"), data_home, progress=progress)
-
-
-def _preprocess(normalization: str, model: torch.nn.Module) -> Preprocess:
-    if normalization == "imagenet":
-        return IMAGENET_PREPROCESS
-    if normalization == "backbone":
-        import timm
-
-        cfg = timm.data.resolve_model_data_config(model)
-        return Preprocess(mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
-    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
-
-
 def _record(source_bb: Backbone, data: FileSource, cfg: MePoConfig) -> dict:
     refinement = {k: v for k, v in asdict(cfg).items() if k not in ("meta_epochs", "cov_samples_per_class",
                                                                     "cov_augment")}
@@ -115,26 +91,33 @@ def _claim(folder: Path, record: dict) -> None:
         paths.atomic_save_json(path, record)
 
 
-def refine_real(backbone: str | Backbone, pretrain_data: str, root: str | Path | None = None,
+def refine_real(backbone: Backbone, pretrain_data: str, root: str | Path | None = None,
                 cfg: MePoConfig | None = None, folder: str | Path | None = None, device: str = "auto",
                 size: int = 224, workers: int = 2, progress: bool = True, callbacks: Iterable[Any] = (), *,
-                preset: Preset | None = None, data_home: str | Path | None = None, meta_epoch: int | None = None,
+                data_home: str | Path | None = None, meta_epoch: int | None = None,
                 covariance: bool = True, normalization: str = "imagenet", download: bool = False,
                 verify: bool = True) -> Backbone:
     """MePo-refine ``backbone`` on the image files of ``pretrain_data``; the refined :class:`Backbone`.
+
+    ``backbone`` is a :class:`~mepo_lab.backbones.base.Backbone` (by name: :func:`mepo_lab.registry.get_backbone`).
 
     Loads ``folder/meta_{E}.pth`` (``E = meta_epoch or cfg.meta_epochs``) when present, else refines
     (resuming a killed run) and saves one checkpoint per meta-epoch in the released format. With
     ``covariance`` also writes ``cov_meta_{E}.npy`` (:func:`real_covariance`; its path is in
     ``info["covariance"]``). ``folder`` defaults to ``<data home>/mepo/real-<hash>`` of the backbone,
     data and configuration. ``normalization``: ``imagenet`` (the reference, for every backbone) or
-    ``backbone`` (timm's data config, e.g. 0.5/0.5 for Sup-21K; notes §1.7 item 13).
+    ``backbone`` (timm's data config, e.g. 0.5/0.5 for Sup-21K; docs/reference/mepo.md#q13), or ``dataset``
+    (the pretraining dataset's own statistics, where known).
     """
     cfg = resolve(cfg or MePoConfig())
-    source_bb = resolve_backbone(backbone, preset, data_home, progress)
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"refine_real takes a Backbone, got {type(backbone).__name__}: build it by name with "
+                        "mepo_lab.registry.get_backbone(name, preset)")
+    source_bb = backbone
     check_input_size(source_bb.model, size)
+    preprocess = preprocess_for(pretrain_data, source_bb.model, normalization, resize=False)
     data = pretraining_source(pretrain_data, root, size=size, workers=workers, seed=cfg.seed, download=download,
-                              verify=verify, preprocess=_preprocess(normalization, source_bb.model))
+                              verify=verify, preprocess=preprocess)
     try:
         validate_pretraining(data, cfg, covariance)
         record = _record(source_bb, data, cfg)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import save_mepo_backbone
+from mepo_lab.backbones.base import save_mepo_backbone
 from mepo_lab.config import MePoConfig
 from mepo_lab.device import Amp
 from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTaskSampler
@@ -179,8 +179,15 @@ class MetaRefiner:
         self.amp.step(loss, self.opt)
         return torch.stack([loss.detach(), (z.argmax(1) == y).float().mean()])
 
-    def _group(self, group: PseudoGroup, gen: torch.Generator, bar) -> dict:
-        cfg, start = self.cfg, time.perf_counter()
+    def meta_iteration(self, group: PseudoGroup, gen: torch.Generator, bar: Any = None,
+                       callbacks: Iterable[Any] = ()) -> dict:
+        """One Reptile update on ``group`` with the draws of ``gen``; returns its log entry.
+
+        Callbacks (objects with any of these methods) see ``on_batch({"x", "y", "task", "repeat"})`` before
+        every SGD step (``task`` is ``None`` in the joint pass) and ``on_reptile({"meta_epoch", "group"})``
+        right before the Reptile step; ``bar`` (a tqdm bar) is advanced by the steps taken.
+        """
+        cfg, start, callbacks = self.cfg, time.perf_counter(), list(callbacks)
         anchor = snapshot(self.params)
         if cfg.optimizer_state == "reset":
             self.opt.state.clear()
@@ -197,8 +204,14 @@ class MetaRefiner:
                     torch._foreach_copy_(self.params, anchor)
             if ph.reset is not None:
                 reset_head_(self.model.head, _generator(ph.reset))
-            stats.append(torch.stack([self._step(x, y, ph.allowed) for x, y in itertools.islice(feed, ph.n_batches)]))
-            bar.update(ph.n_batches)
+            steps = []
+            for x, y in itertools.islice(feed, ph.n_batches):
+                if callbacks:
+                    _emit(callbacks, "on_batch", {"x": x, "y": y, "task": ph.task, "repeat": ph.repeat})
+                steps.append(self._step(x, y, ph.allowed))
+            stats.append(torch.stack(steps))
+            if bar is not None:
+                bar.update(ph.n_batches)
             if ph.task is None and cfg.n_repeats > 1:  # a second copy only when several trajectory ends are averaged
                 if ends is None:
                     ends = snapshot(self.params)
@@ -210,6 +223,7 @@ class MetaRefiner:
             moved = sum(float(torch.dist(p, a)) ** 2 for p, a in zip(self.params, anchor, strict=True)) ** 0.5
             if ends is not None:
                 torch._foreach_div_(ends, cfg.n_repeats)
+            _emit(callbacks, "on_reptile", {"meta_epoch": group.meta_epoch, "group": group.group})
             reptile_step_(self.params, anchor, cfg.meta_lr, ends)
         last = [np.mean(s.tolist(), axis=0) for s, ph in zip(stats, plan, strict=True) if ph.repeat == cfg.n_repeats - 1]
         seq_loss, seq_acc = np.mean(last[:-1], axis=0)
@@ -218,8 +232,12 @@ class MetaRefiner:
                 "inner_distance": moved, "seconds": time.perf_counter() - start}
 
     def run(self, meta_epochs: int | None = None, callbacks: Iterable[Any] = (), progress: bool = True) -> None:
-        """Train until ``meta_epochs`` (default ``cfg.meta_epochs``) meta-epochs are done, saving each."""
-        target = self.cfg.meta_epochs if meta_epochs is None else meta_epochs
+        """Train until ``meta_epochs`` (default ``cfg.meta_epochs``) meta-epochs are done, saving each.
+
+        ``callbacks`` get ``on_group_end(entry)`` after every Reptile update and ``on_epoch_end`` after every
+        meta-epoch, besides the per-step events of :meth:`meta_iteration`.
+        """
+        target, callbacks = self.cfg.meta_epochs if meta_epochs is None else meta_epochs, list(callbacks)
         if not (self.folder / "meta_0.pth").exists():
             save_mepo_backbone(self.model.vit, self.folder / "meta_0.pth")
         steps = self.sampler.steps_per_group() * self.sampler.n_groups * max(0, target - self.done)
@@ -229,7 +247,7 @@ class MetaRefiner:
             start = time.perf_counter()
             gen = torch.Generator().manual_seed(_epoch_seed(self.cfg.seed, epoch))
             for group in self.sampler.epoch(epoch):
-                entry = self._group(group, gen, bar)
+                entry = self.meta_iteration(group, gen, bar, callbacks)
                 self.log.append(entry)
                 bar.set_postfix(loss=f"{entry['seq_loss']:.2f}", joint=f"{entry['joint_acc']:.2f}")
                 _emit(callbacks, "on_group_end", entry)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mepo_lab.backbones import cls_features
+from mepo_lab.backbones.base import cls_features
 
 
 class MetaModel(nn.Module):

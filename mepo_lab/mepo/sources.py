@@ -30,13 +30,10 @@ from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms.functional import to_pil_image
 
-from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.augment import train_augment
+from mepo_lab.data.normalization import IMAGENET_PREPROCESS, WORLD_PREPROCESS, Preprocess
 from mepo_lab.loading import to_device
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-#: The reference's meta-training normalisation, for every backbone (notes §1.4, §1.7 item 13).
-IMAGENET_PREPROCESS = Preprocess(mean=IMAGENET_MEAN, std=IMAGENET_STD)
 TEST_SEED = -1  # the per-image seed that selects the test transform
 
 

@@ -1,6 +1,6 @@
 """Plots of GCL run records: anytime accuracy, per-class forgetting, metric bars with seed bands.
 
-All functions take :class:`~mepo_lab.results.RunResult` objects (or lists of them), draw on a given
+All functions take :class:`~mepo_lab.protocols.results.RunResult` objects (or lists of them), draw on a given
 ``ax`` or a new figure, and return the figure. Accuracies are shown in percent.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mepo_lab.results import METRIC_KEYS, RunResult
+from mepo_lab.protocols.results import METRIC_KEYS, RunResult
 
 
 def _axes(ax, figsize=(7, 3.5)):

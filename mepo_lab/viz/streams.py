@@ -1,6 +1,6 @@
 """Plots of Si-Blurry stream statistics (class x time raster, per-task composition, shares).
 
-Inputs come from :func:`mepo_lab.stream_stats.stream_statistics` — Si-Blurry (Moon et al., ICCV
+Inputs come from :func:`mepo_lab.protocols.stream_stats.stream_statistics` — Si-Blurry (Moon et al., ICCV
 2023, MVP) as implemented in the MISA/MePo ``utils/onlinesampler.py``. Every function returns a
 matplotlib ``Axes`` or ``Figure`` and never calls ``plt.show()``; new figures are made with pyplot,
 like every plot of the lab, so ``plt.show()`` in a notebook cell displays them.
@@ -13,8 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..stream_stats import StreamStatistics, stream_statistics
-from ..streams import Stream
+from mepo_lab.protocols.stream_stats import StreamStatistics, stream_statistics
+from mepo_lab.protocols.streams import Stream
 
 __all__ = ["plot_stream_raster", "plot_task_histograms", "plot_shares", "plot_stream_overview"]
 

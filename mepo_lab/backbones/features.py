@@ -21,9 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import WORLD_PREPROCESS, Preprocess, cls_features, pick_device
-from mepo_lab.device import Amp
+from mepo_lab.backbones.base import Backbone, cls_features
 from mepo_lab.data.base import ImageArrays
+from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
+from mepo_lab.device import Amp, pick_device
 
 
 @dataclass
@@ -67,10 +68,10 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, *, batch_size: 
     return out
 
 
-def cached_features(backbone, dataset_name: str, make_data: Callable[[], ImageArrays], *,
+def cached_features(backbone: Backbone, dataset_name: str, make_data: Callable[[], ImageArrays], *,
                     data_home: str | Path | None = None, batch_size: int = 512, device: str = "auto",
                     progress: bool = True, preprocess: Preprocess = WORLD_PREPROCESS) -> FeatureSet:
-    """Features of ``make_data()`` under ``backbone`` (a :class:`~mepo_lab.pretrain.Backbone`), cached.
+    """Features of ``make_data()`` under ``backbone``, cached.
 
     ``make_data`` is only called on a cache miss, so a warm cache never renders or loads images.
     """

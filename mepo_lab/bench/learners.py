@@ -1,6 +1,7 @@
 """Benchmarks of the image learners: throughput against bare forward+backward, and the GPU path.
 
-Part of ``mepo-lab bench`` (:mod:`mepo_lab.bench`); each function returns report rows.
+Part of ``mepo-lab bench`` (:mod:`mepo_lab.bench`); each function returns report rows
+(:func:`mepo_lab.bench.report.row`).
 """
 from __future__ import annotations
 
@@ -8,19 +9,14 @@ import time
 
 import torch
 
+from mepo_lab.bench.report import row
 from mepo_lab.config import Preset
-
-
-def _row(*args, **kwargs) -> dict:
-    from mepo_lab.bench import _row as row
-
-    return row(*args, **kwargs)
 
 
 def _learner_throughput(learner, vit, images: torch.Tensor, labels: torch.Tensor, device, steps: int,
                         batch: int = 32, online_iter: int = 3) -> tuple[float, float]:
     """(images/s of ``learner.observe``, images/s of bare forward+backward through ``vit`` + a head)."""
-    from mepo_lab.learners.base import StepContext
+    from mepo_lab.protocols.learner import StepContext
 
     n_classes = int(labels.max()) + 1
     learner.setup(n_classes, 0, device)
@@ -55,7 +51,8 @@ def _sync(device) -> None:
 
 def _micro_setup(preset: Preset):
     """(device, 512 random uint8 images, 20-class labels, seeded micro ViT) shared by the learner benches."""
-    from mepo_lab.backbones import create_micro_vit, pick_device
+    from mepo_lab.backbones.micro_vit import create_micro_vit
+    from mepo_lab.device import pick_device
 
     size = preset.world.image_size
     images = torch.randint(0, 256, (512, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -78,7 +75,7 @@ def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
     for name in ("finetune", "l2p", "dualprompt"):
         learner = make_learner(name, backbone=copy.deepcopy(vit))
         observe, bare = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=6)
-        rows.append(_row(f"{name} training throughput (micro ViT)", observe, float("nan"), "img/s", False,
+        rows.append(row(f"{name} training throughput (micro ViT)", observe, float("nan"), "img/s", False,
                          f"bare forward+backward {bare:.0f} img/s: {bare / observe:.2f}x the time"))
     return rows
 
@@ -99,7 +96,7 @@ def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
     for label, aug in settings.items():
         learner = make_learner("finetune", backbone=copy.deepcopy(vit), augment=aug)
         speed[label] = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=6)[0]
-    return [_row(f"finetune throughput, augment {label} (micro ViT)", v, float("nan"), "img/s", False,
+    return [row(f"finetune throughput, augment {label} (micro ViT)", v, float("nan"), "img/s", False,
                  f"{speed['none'] / v:.2f}x the time of no augmentation") for label, v in speed.items()]
 
 
@@ -110,12 +107,12 @@ def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
 
     import timm
 
-    from mepo_lab.backbones import Preprocess
+    from mepo_lab.data.normalization import Preprocess
     from mepo_lab.data.online_augment import OnlineAugment
     from mepo_lab.learners import make_learner
 
     if not torch.cuda.is_available():
-        return [_row("GPU benchmark (ViT-B/16, 224 px)", float("nan"), float("nan"), "", False,
+        return [row("GPU benchmark (ViT-B/16, 224 px)", float("nan"), float("nan"), "", False,
                      "skipped: no CUDA device on this machine")]
     device = torch.device("cuda")
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
@@ -128,9 +125,9 @@ def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
     peak = torch.cuda.max_memory_allocated() / 2**30
     eval_s = 50 * 5000 * 2 / (3 * observe)  # ~5k exposed test images on average, two forwards, no backward
     projected = 50_000 * 3 / observe + eval_s
-    return [_row("DualPrompt training throughput, ViT-B/16 224 px", observe, float("nan"), "img/s", False,
+    return [row("DualPrompt training throughput, ViT-B/16 224 px", observe, float("nan"), "img/s", False,
                  f"bare forward+backward {bare:.0f} img/s; precision {learner.amp.describe()}; "
                  f"augment {learner.augment.id}"),
-            _row("peak GPU memory", peak, float("nan"), "GiB", False),
-            _row("projected full CIFAR-100 run (one seed)", projected / 60, float("nan"), "min", False,
+            row("peak GPU memory", peak, float("nan"), "GiB", False),
+            row("projected full CIFAR-100 run (one seed)", projected / 60, float("nan"), "min", False,
                  "training 50,000 x 3 iterations + ~50 anytime evaluations")]

@@ -1,9 +1,10 @@
-"""Feature transforms for the GCL learners: MePo output alignment, official and corrected.
+"""MePo output alignment as the GCL learners apply it: transforms with state, official and corrected.
 
 A learner calls ``transform(x)`` on every feature batch (training and evaluation) and reads
 ``transform.batch_dependent`` and ``transform.name``; whoever drives training calls
 ``transform.update(x)`` on each *training* batch (a no-op for the official transform). Formulas and
-references: :mod:`mepo_lab.covariance` (MePo notes §1.6–1.7).
+references: :mod:`mepo_lab.mepo.whitening` (``docs/reference/mepo.md#alignment``, ``#q1``–``#q4``).
+:func:`make_alignment` builds one from a mode name (:data:`ALIGNMENTS`).
 
 * :class:`OfficialAlignment` — the reference: batch mean/covariance of each batch, ``A = L⁻¹ Lt``.
   A batch's output depends on its batch-mates; a batch of one raises (or is skipped, as FlyGCL does).
@@ -13,7 +14,7 @@ references: :mod:`mepo_lab.covariance` (MePo notes §1.6–1.7).
   once per ``update``. Fallback before 2 training samples have been seen: no alignment (the input is
   returned unchanged), since no covariance can be estimated yet.
 
-Both warn (:class:`~mepo_lab.covariance.RankDeficientWarning`) at most once per instance when a
+Both warn (:class:`~mepo_lab.mepo.covariance.RankDeficientWarning`) at most once per instance when a
 covariance comes from ≤ d samples.
 """
 from __future__ import annotations
@@ -22,11 +23,23 @@ import warnings
 
 import torch
 
-from mepo_lab.covariance import (F64, RankDeficientWarning, _check_alpha, _like, _to_torch64,
-                                 alignment_matrix, apply_alignment, batch_moments, mix,
-                                 ridge_cholesky, validate_covariance)
+from mepo_lab.mepo.covariance import RankDeficientWarning, validate_covariance
+from mepo_lab.mepo.whitening import (
+    F64,
+    _check_alpha,
+    _like,
+    _to_torch64,
+    alignment_matrix,
+    apply_alignment,
+    batch_moments,
+    mix,
+    ridge_cholesky,
+)
 
-__all__ = ["OfficialAlignment", "CorrectedAlignment"]
+__all__ = ["ALIGNMENTS", "OfficialAlignment", "CorrectedAlignment", "make_alignment"]
+
+#: Alignment modes a GCL run can use: none, the reference's formula, or the corrected one.
+ALIGNMENTS = ("none", "official", "corrected")
 
 
 class _Alignment:
@@ -184,3 +197,23 @@ class CorrectedAlignment(_Alignment):
         return {**super().describe(), "statistics": "running (training stream)",
                 "count": self.count, "fallback": "identity until 2 training samples",
                 "formula": "A = L^-T Lt^T"}
+
+
+def make_alignment(mode: str, alpha: float, covariance, ridge: float = 1e-4,
+                   official_singleton: str = "raise") -> _Alignment | None:
+    """The feature transform of an alignment ``mode`` (:data:`ALIGNMENTS`; ``None`` for ``none``), fresh per run.
+
+    ``covariance`` is the target ``Σ_pre`` (d×d). ``official_singleton``: what the official transform does
+    with a batch of one sample — ``raise`` (the reference's crash, as a clear error) or ``skip`` (leave it
+    unaligned, as FlyGCL does).
+    """
+    if mode == "none":
+        return None
+    if mode not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {mode!r}: choose one of {', '.join(ALIGNMENTS)}")
+    if covariance is None:
+        raise ValueError(f"alignment {mode!r} needs the meta covariance of the backbone "
+                         "(mepo_lab.registry.meta_covariance_of) or covariance=...")
+    if mode == "official":
+        return OfficialAlignment(covariance, alpha, ridge, on_singleton=official_singleton)
+    return CorrectedAlignment(covariance, alpha, ridge)

@@ -11,7 +11,7 @@ Protocol (reference notes §2.2-2.4, the MISA/MePo trainer):
   of 1000: evaluations at 992, 1984, 2976, … samples);
 * after each task, one more evaluation gives ``task_end_acc[t]`` and the per-class accuracies
   ``class_acc[t, j]`` (``j`` in exposure order, 0 for classes not exposed yet);
-* A_auc, A_last, A_avg and F_last follow from those (:mod:`mepo_lab.metrics`).
+* A_auc, A_last, A_avg and F_last follow from those (:mod:`mepo_lab.protocols.metrics`).
 
 Callbacks are objects with any of ``on_run_start(result)``, ``on_batch(result, info)``,
 ``on_eval(result)``, ``on_task_end(result, task)``, ``on_run_end(result)``; they drive live plots.
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mepo_lab import metrics, paths
+from mepo_lab import paths
 from mepo_lab.config import GCLConfig
 from mepo_lab.loading import prefetch, rows
-from mepo_lab.learners.base import MASKS, Learner, StepContext, logit_mask
-from mepo_lab.results import RunResult
+from mepo_lab.protocols import metrics
+from mepo_lab.protocols.learner import MASKS, Learner, StepContext, logit_mask
+from mepo_lab.protocols.results import RunResult
 
 
 class _Exposure:

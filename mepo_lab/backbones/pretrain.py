@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -22,23 +22,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.backbones import backbone_state, create_micro_vit, normalize, pick_device, weights_hash
+from mepo_lab.backbones.base import Backbone, backbone_state, weights_hash
+from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import Preset
+from mepo_lab.data.normalization import normalize
 from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
-
-
-@dataclass
-class Backbone:
-    """A frozen backbone and what produced it (``kind`` is ``"pretrained"``, ``"random"`` or ``"mepo"``)."""
-
-    model: torch.nn.Module
-    kind: str
-    weights_hash: str
-    info: dict = field(default_factory=dict)
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self.model.num_features)
+from mepo_lab.device import pick_device
 
 
 def cache_key(preset: Preset) -> str:

@@ -1,6 +1,6 @@
 """ISA-lite: initial-session prompt adaptation for backbones without released ISA prompts.
 
-MISA (Kang et al., ICLR 2025; reference notes §5) warms its DualPrompt prompts up on pretraining data
+MISA (Kang et al., ICLR 2025; docs/reference/misa.md#isa) warms its DualPrompt prompts up on pretraining data
 before any continual session ("initial session adaptation"): a 10-task disjoint stream of ImageNet
 classes with all 10 expert prompts competing for every sample, a residual projector on the prompts and
 a SAM-like optimiser (FAM) whose ascent step uses held-out classes. The released ``e_prompt.pt`` /
@@ -22,18 +22,19 @@ from pathlib import Path
 import torch
 
 from mepo_lab import paths
+from mepo_lab.backbones.base import Backbone
 from mepo_lab.config import Preset
 from mepo_lab.data.synthetic import SyntheticWorld
-from mepo_lab.gcl import run_gcl
 from mepo_lab.learners.prompt_learners import DualPromptLearner
-from mepo_lab.streams import si_blurry
+from mepo_lab.protocols.online import run_gcl
+from mepo_lab.protocols.streams import si_blurry
 
 
-def isa_prompts(preset: Preset, backbone, data_home: str | Path | None = None, *, per_class: int = 20,
+def isa_prompts(preset: Preset, backbone: Backbone, data_home: str | Path | None = None, *, per_class: int = 20,
                 n_tasks: int = 10, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(e_prompt, g_prompt)`` warmed up on the pretraining classes (shapes ``(10, 3·20, d)``, ``(1, 2·10, d)``).
 
-    ``backbone`` is a :class:`~mepo_lab.pretrain.Backbone`; the stream is disjoint (N = 100, M = 0,
+    ``backbone`` is the pretrained micro ViT; the stream is disjoint (N = 100, M = 0,
     fixed variant when the classes split evenly, else stochastic) over ``per_class`` images per class.
     """
     world = SyntheticWorld(preset.world)

@@ -1,9 +1,8 @@
 """The released MePo artefacts (Hugging Face repo ``long2333/MePo``), fetched into the HF cache.
 
-Sources: the MePo README (github ``SunGL001/MePo``) and the reference notes
-(``shared/reference/mepo.md`` §1.4, §4; ``ecosystem.md`` §4.3–4.4). Per backbone the repo holds,
-under ``mepo_ckps/<folder>/``, the untouched pretrained ViT-B/16 (``vit_<folder>_meta_0.pth``), the
-meta-refined one (``vit_<folder>_meta_<K>.pth``; both head-less timm state dicts, 150 tensors) and
+Sources: the MePo README (github ``SunGL001/MePo``) and ``docs/reference/releases.md``. Per backbone the
+repo holds, under ``mepo_ckps/<folder>/``, the untouched pretrained ViT-B/16 (``vit_<folder>_meta_0.pth``),
+the meta-refined one (``vit_<folder>_meta_<K>.pth``; both head-less timm state dicts, 150 tensors) and
 the meta covariance ``Σ_pre`` (``cov_<folder>_meta_<K>.npy``, 768×768 float64), plus MISA's
 pretrained prompts ``mepo_ckps/{e,g}_prompt.pt``.
 
@@ -11,12 +10,9 @@ Only ``sup21k``'s names (epoch 5) are stated in the README. The epochs of ``sup1
 ``ibot21k`` (30) are INFERRED from the checkpoints the downstream scripts use, not verified
 against the repository listing: they live in :data:`RELEASES` only, so a wrong one is a one-line fix.
 
-Files are downloaded with ``huggingface_hub.hf_hub_download`` (its cache, ``HF_HOME`` /
-``HF_HUB_CACHE`` respected; both are read when huggingface_hub is imported). Offline
-(``HF_HUB_OFFLINE=1``) it resolves ``revision=None`` through ``refs/main`` of the cached repo
-(``huggingface_hub/file_download.py``, ``_hf_hub_download_to_cache_dir``) and raises
-``LocalEntryNotFoundError`` when the file is not cached; this module turns that into one
-:class:`WeightsUnavailableError` that names every missing file and how to provide it.
+Files are downloaded with ``huggingface_hub.hf_hub_download`` into the Hugging Face cache; offline, a
+missing file is one :class:`~mepo_lab.backbones.hf_cache.WeightsUnavailableError` naming every missing
+file and how to provide it (:mod:`mepo_lab.backbones.hf_cache`).
 """
 from __future__ import annotations
 
@@ -28,21 +24,18 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import EntryNotFoundError
 
-from mepo_lab.covariance import load_covariance
+from mepo_lab.backbones.hf_cache import NOT_CACHED_ERRORS, WeightsUnavailableError, unavailable_message
+from mepo_lab.mepo.covariance import load_covariance
 
 __all__ = ["ARTIFACT_KEYS", "RELEASES", "REPO_ID", "Prompts", "Release", "WeightsUnavailableError",
-           "artifact_files", "hub_is_offline", "load_mepo_covariance", "load_prompts", "mepo_artifacts",
-           "unavailable_message"]
+           "artifact_files", "load_mepo_covariance", "load_prompts", "mepo_artifacts"]
 
 REPO_ID = "long2333/MePo"
 ROOT = "mepo_ckps"
 ARTIFACT_KEYS = ("meta", "meta_0", "covariance", "e_prompt", "g_prompt")
-# Raised by huggingface_hub when a file is neither cached nor downloadable (offline / no network).
-NOT_CACHED_ERRORS = (LocalEntryNotFoundError, OfflineModeIsEnabled)
 
 
 @dataclass(frozen=True)
@@ -70,36 +63,11 @@ E_PROMPT_SHAPE, E_PROMPT_VIEW = (10, 60, 768), (10, 3, 20, 768)  # pool 10 × la
 G_PROMPT_SHAPE, G_PROMPT_VIEW = (1, 20, 768), (1, 2, 10, 768)  # layers 0–1 × 10 tokens
 
 
-class WeightsUnavailableError(FileNotFoundError):
-    """Weights are not in the local cache and cannot be downloaded (offline or no network)."""
-
-
 class Prompts(NamedTuple):
     """MISA's pretrained prompts: ``e`` (10, 3, 20, 768) and ``g`` (1, 2, 10, 768), CPU, detached."""
 
     e: torch.Tensor
     g: torch.Tensor
-
-
-def hub_is_offline() -> bool:
-    """Whether huggingface_hub runs in offline mode (``HF_HUB_OFFLINE`` when it was imported)."""
-    check = getattr(hf_constants, "is_offline_mode", None)
-    return bool(check()) if check is not None else bool(hf_constants.HF_HUB_OFFLINE)
-
-
-def unavailable_message(subject: str, repo_id: str, files: Iterable[str], revision: str | None,
-                        cache_dir: str | os.PathLike | None, remedies: Iterable[str]) -> str:
-    """The text of a :class:`WeightsUnavailableError`: why, which files, where, how to fix."""
-    cache = os.fspath(cache_dir) if cache_dir is not None else hf_constants.HF_HUB_CACHE
-    why = ("huggingface_hub is in offline mode (HF_HUB_OFFLINE is set), so nothing is downloaded"
-           if hub_is_offline() else "the Hugging Face Hub could not be reached (no network?)")
-    lines = [f"{subject} are not in the local Hugging Face cache and cannot be downloaded: {why}.",
-             f"Needed from {repo_id} (revision {revision or 'main'}), looked for in {cache}:"]
-    lines += [f"  - {name}" for name in files]
-    lines.append("How to provide them:")
-    lines += [f"  * {text}" for text in remedies]
-    lines.append("  * or set HF_HOME (or HF_HUB_CACHE) to a cache that holds them, before Python starts.")
-    return "\n".join(lines)
 
 
 def _release(backbone: str) -> Release:
@@ -127,7 +95,7 @@ def mepo_artifacts(backbone: str = "sup21k", revision: str | None = None,
     Keys: ``meta`` (refined backbone ``.pth``), ``meta_0`` (untouched PTM, same format),
     ``covariance`` (``.npy``), ``e_prompt``, ``g_prompt`` (MISA prompts); ``include`` restricts them
     (``meta_0`` alone is 343 MB). ``revision`` pins a branch, tag or commit (default ``main``).
-    Load them with :func:`mepo_lab.zoo.create_backbone` (``f"local:{path}"``, ``arch=RELEASES[b].arch``)
+    Load them with :func:`mepo_lab.backbones.zoo.create_backbone` (``f"local:{path}"``, ``arch=RELEASES[b].arch``)
     or :func:`mepo_lab.backbones.load_mepo_backbone`, :func:`load_mepo_covariance`, :func:`load_prompts`.
     Raises :class:`WeightsUnavailableError` listing every missing file when offline.
     """
@@ -143,7 +111,7 @@ def mepo_artifacts(backbone: str = "sup21k", revision: str | None = None,
         except EntryNotFoundError as err:  # online, but the Hub has no such file
             raise FileNotFoundError(f"{REPO_ID} has no file {files[key]!r} ({err.__class__.__name__}). "
                                     f"File names of {_release(backbone).folder!r} may be inferred, not verified: "
-                                    "fix its entry in mepo_lab.hub.RELEASES") from None
+                                    "fix its entry in mepo_lab.mepo.releases.RELEASES") from None
     return found
 
 

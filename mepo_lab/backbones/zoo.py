@@ -1,8 +1,10 @@
 """Pretrained ViT-B/16 backbones by tagged timm name, and local weight files through timm's loader.
 
-The papers' names map to timm ≥ 0.9 tagged names (reference notes: ``ecosystem.md`` §1.5, §4.4;
-``mepo.md`` §1.4): untagged names changed meaning across timm versions, so only tagged ones are
-used, and no ViT code is forked. Weights come from the Hugging Face Hub into the HF cache.
+The papers' names map to timm ≥ 0.9 tagged names (``docs/reference/mepo.md#optimiser``; timm's
+``timm/models/vision_transformer.py`` ``default_cfgs``): untagged names changed meaning across timm
+versions (``vit_base_patch16_224`` is ``augreg2_in21k_ft_in1k`` since timm 0.9, ``augreg_in21k_ft_in1k``
+before), so only tagged ones are used, and no ViT code is forked. Weights come from the Hugging Face Hub
+into the HF cache.
 
 Local files (``local:<path>``, e.g. a released MePo ``vit_*_meta_K.pth`` or an iBOT teacher converted
 to a timm state dict) are loaded by ``timm.create_model(arch, pretrained=True,
@@ -23,18 +25,18 @@ from typing import Any
 
 import timm
 import torch
-from timm.data import resolve_data_config, resolve_model_data_config
+from timm.data import resolve_data_config
 
-from mepo_lab.backbones import weights_hash
-from mepo_lab.hub import NOT_CACHED_ERRORS, WeightsUnavailableError, unavailable_message
-from mepo_lab.pretrain import Backbone
+from mepo_lab.backbones.base import Backbone, weights_hash
+from mepo_lab.backbones.hf_cache import NOT_CACHED_ERRORS, WeightsUnavailableError, unavailable_message
+from mepo_lab.data.normalization import IMAGENET_MEAN, IMAGENET_STD, backbone_mean_std
 
-__all__ = ["BACKBONES", "DEFAULT_LOCAL_ARCH", "LOCAL_PREFIX", "WeightsUnavailableError", "create_backbone",
+__all__ = ["ZOO", "DEFAULT_LOCAL_ARCH", "LOCAL_PREFIX", "WeightsUnavailableError", "create_backbone",
            "normalization_stats"]
 
 LOCAL_PREFIX = "local:"
 DEFAULT_LOCAL_ARCH = "vit_base_patch16_224"
-_HALF, _IMAGENET_MEAN, _IMAGENET_STD = (0.5, 0.5, 0.5), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_HALF = (0.5, 0.5, 0.5)
 
 
 def _entry(timm_name: str, paper_name: str, description: str, mean: tuple, std: tuple) -> dict[str, Any]:
@@ -42,8 +44,9 @@ def _entry(timm_name: str, paper_name: str, description: str, mean: tuple, std: 
             "mean": mean, "std": std}
 
 
-# name → timm tagged model, what papers call it, and the input normalisation its timm cfg expects.
-BACKBONES: dict[str, dict[str, Any]] = {
+# name → timm tagged model, what papers call it, and the input normalisation its timm cfg expects (a
+# transcription that the tests compare with timm's own cfg).
+ZOO: dict[str, dict[str, Any]] = {
     "sup21k": _entry("vit_base_patch16_224.orig_in21k", "Sup-21K",
                      "Google's original supervised ImageNet-21K ViT-B/16 (ViT-B_16.npz), head-less; "
                      "used by L2P/DualPrompt/MVP/MISA/MePo/FlyGCL", _HALF, _HALF),
@@ -54,21 +57,21 @@ BACKBONES: dict[str, dict[str, Any]] = {
                                "AugReg 21K→1K (first version); timm 0.6.x's default for "
                                "vit_base_patch16_224, the file FlyGCL mirrors", _HALF, _HALF),
     "dino": _entry("vit_base_patch16_224.dino", "DINO-1K",
-                   "self-supervised DINO ViT-B/16 on ImageNet-1K, head-less", _IMAGENET_MEAN, _IMAGENET_STD),
+                   "self-supervised DINO ViT-B/16 on ImageNet-1K, head-less", IMAGENET_MEAN, IMAGENET_STD),
 }
 
 
 def _valid_names() -> str:
-    return ", ".join(list(BACKBONES) + [f"{LOCAL_PREFIX}<path>"])
+    return ", ".join(list(ZOO) + [f"{LOCAL_PREFIX}<path>"])
 
 
 def create_backbone(name: str, *, pretrained: bool = True, cache_dir: str | os.PathLike | None = None,
                     arch: str | None = None, freeze: bool = True, **timm_kwargs: Any) -> Backbone:
     """A head-less (``num_classes=0``) timm backbone in eval mode, frozen unless ``freeze=False``.
 
-    ``name``: a key of :data:`BACKBONES` (``kind`` = that name) or ``local:<path>`` (``kind`` =
+    ``name``: a key of :data:`ZOO` (``kind`` = that name) or ``local:<path>`` (``kind`` =
     ``"local"``) for a head-less state dict of ``arch`` (default ``vit_base_patch16_224``; pass the
-    tagged name whose cfg fits, e.g. ``mepo_lab.hub.RELEASES["sup21k"].arch``). ``pretrained=False``
+    tagged name whose cfg fits, e.g. ``mepo_lab.mepo.releases.RELEASES["sup21k"].arch``). ``pretrained=False``
     gives timm's random initialisation (offline tests). ``cache_dir`` overrides the HF cache;
     ``timm_kwargs`` go to ``timm.create_model``. Raises ``ValueError`` for unknown names or a file
     that does not fit ``arch`` and :class:`WeightsUnavailableError` when weights cannot be fetched.
@@ -79,10 +82,10 @@ def create_backbone(name: str, *, pretrained: bool = True, cache_dir: str | os.P
         path = Path(name[len(LOCAL_PREFIX):]).expanduser()
         model = _create_local(path, arch or DEFAULT_LOCAL_ARCH, pretrained, timm_kwargs)
         kind, info = "local", {"path": str(path), "timm_name": arch or DEFAULT_LOCAL_ARCH}
-    elif name in BACKBONES:
+    elif name in ZOO:
         if arch is not None:
             raise ValueError(f"arch= only applies to {LOCAL_PREFIX}<path> names, not to {name!r}")
-        entry = BACKBONES[name]
+        entry = ZOO[name]
         model = _create_registered(entry["timm_name"], pretrained, cache_dir, timm_kwargs)
         kind, info = name, {k: entry[k] for k in ("timm_name", "paper_name", "description")}
     else:
@@ -143,7 +146,7 @@ def normalization_stats(name_or_model: str | torch.nn.Module | Backbone, mode: s
     statistics (the Si-Blurry/MVP/MISA/MePo downstream convention; ``dataset`` is only passed
     through by callers). ``mode="backbone"`` returns what the weights expect, from timm's pretrained
     cfg (``timm.data.resolve_model_data_config``): mean = std = 0.5 for the two Sup checkpoints,
-    ImageNet statistics for DINO. Names may be :data:`BACKBONES` keys or tagged timm names.
+    ImageNet statistics for DINO. Names may be :data:`ZOO` keys or tagged timm names.
     """
     if mode == "dataset":
         return None
@@ -152,14 +155,16 @@ def normalization_stats(name_or_model: str | torch.nn.Module | Backbone, mode: s
     if isinstance(name_or_model, Backbone):
         name_or_model = name_or_model.model
     if isinstance(name_or_model, torch.nn.Module):
-        cfg = resolve_model_data_config(name_or_model)
-    elif name_or_model.startswith(LOCAL_PREFIX):
+        return _as_dict(backbone_mean_std(name_or_model))
+    if name_or_model.startswith(LOCAL_PREFIX):
         raise ValueError(f"a {LOCAL_PREFIX}<path> name carries no cfg: pass the loaded model or its arch")
-    else:
-        timm_name = BACKBONES.get(name_or_model, {}).get("timm_name", name_or_model)
-        pretrained_cfg = timm.models.get_pretrained_cfg(timm_name)
-        if pretrained_cfg is None:
-            raise ValueError(f"unknown backbone {name_or_model!r}; valid: {', '.join(BACKBONES)} "
-                             "or a tagged timm model name")
-        cfg = resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict())
-    return {"mean": tuple(float(v) for v in cfg["mean"]), "std": tuple(float(v) for v in cfg["std"])}
+    timm_name = ZOO.get(name_or_model, {}).get("timm_name", name_or_model)
+    pretrained_cfg = timm.models.get_pretrained_cfg(timm_name)
+    if pretrained_cfg is None:
+        raise ValueError(f"unknown backbone {name_or_model!r}; valid: {', '.join(ZOO)} "
+                         "or a tagged timm model name")
+    return _as_dict(backbone_mean_std(resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict())))
+
+
+def _as_dict(stats: tuple) -> dict[str, tuple[float, ...]]:
+    return {"mean": stats[0], "std": stats[1]}

@@ -1,6 +1,6 @@
 """Statistics of a Si-Blurry stream, computed from indices and labels only (never images).
 
-The stream is the one built by :func:`mepo_lab.streams.si_blurry` — Si-Blurry (Moon et al.,
+The stream is the one built by :func:`mepo_lab.protocols.streams.si_blurry` — Si-Blurry (Moon et al.,
 ICCV 2023, MVP) as implemented in the MISA/MePo ``utils/onlinesampler.py``. Everything here is a
 handful of ``np.bincount`` calls over the concatenated stream, so a widget can rebuild stream and
 statistics on every slider move (a few milliseconds for 50k samples).
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .streams import Stream
+from mepo_lab.protocols.streams import Stream
 
 __all__ = ["StreamStatistics", "stream_statistics", "format_statistics"]
 
 
 @dataclass(frozen=True, eq=False)
 class StreamStatistics:
-    """Per-task and per-class summaries of a :class:`~mepo_lab.streams.Stream`.
+    """Per-task and per-class summaries of a :class:`~mepo_lab.protocols.streams.Stream`.
 
     Arrays indexed by task have shape ``(n_tasks,)``, by class ``(n_classes,)``. ``raster`` rows
     follow ``raster_classes`` (classes sorted by first appearance, never-seen classes last).

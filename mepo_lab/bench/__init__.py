@@ -1,0 +1,33 @@
+"""``mepo-lab bench``: the speed and quality targets, measured in one run, reported as ratios.
+
+``report`` (rows and the table), ``core`` (streams, world, feature-cached runs, pretraining and probing,
+refinement, quickstart) and ``learners`` (image-learner throughput, augmentation cost, the GPU path).
+"""
+from __future__ import annotations
+
+from mepo_lab import paths
+from mepo_lab.bench.core import bench_backbone, bench_gcl, bench_quickstart, bench_refine, bench_stream, bench_world
+from mepo_lab.bench.learners import bench_augment, bench_gpu, bench_learners
+from mepo_lab.bench.report import format_report
+from mepo_lab.config import Preset
+
+__all__ = ["BENCHMARKS", "DEFAULT", "format_report", "run_benchmarks"]
+
+BENCHMARKS = {"stream": bench_stream, "world": bench_world, "gcl": bench_gcl, "backbone": bench_backbone,
+              "refine": bench_refine, "learners": bench_learners, "augment": bench_augment, "gpu": bench_gpu,
+              "quickstart": bench_quickstart}
+DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "augment", "gpu")
+
+
+def run_benchmarks(preset: Preset, only: list[str] | None = None, data_home=None, out=None) -> list[dict]:
+    """Run the selected benchmarks (default: all but the minutes-long ``quickstart``)."""
+    names = list(only) if only else list(DEFAULT)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    report = []
+    for name in names:
+        report.extend(BENCHMARKS[name](preset, data_home=data_home))
+        if out:
+            paths.atomic_save_json(out, report)
+    return report
