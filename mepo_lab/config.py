@@ -4,7 +4,7 @@ Four presets exist (``smoke``, ``cpu``, ``colab``, ``paper``). ``MEPO_LAB_SMOKE=
 whatever was asked, which is how CI and nbmake run every notebook in seconds. The CLI is derived from
 these dataclasses (:func:`override`), so a field added here is a flag there.
 
-The protocol values of the Si-Blurry lineage (MISA/MePo ``GCL/`` scripts; reference notes §2.2) are
+The protocol values of the Si-Blurry lineage (MISA/MePo ``GCL/`` scripts; ``docs/reference/si_blurry.md#training``) are
 the defaults of :class:`StreamConfig` and :class:`GCLConfig`: 5 tasks, N = 50, M = 10, stochastic,
 32 new samples per step, 3 online iterations, Adam 5e-3, evaluation every 1000 samples.
 """
@@ -61,7 +61,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Si-Blurry stream knobs (reference notes §2.1): T tasks, N % disjoint classes, M % blurred samples."""
+    """Si-Blurry stream knobs (``docs/reference/si_blurry.md#sampler``): T tasks, N % disjoint classes, M % blurred samples."""
 
     n_tasks: int = 5
     n: int = 50
@@ -71,7 +71,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class GCLConfig:
-    """Online GCL protocol (reference notes §2.2-2.3)."""
+    """Online GCL protocol (``docs/reference/si_blurry.md#training``, ``#evaluation``, ``#masks``)."""
 
     batch_size: int = 32
     online_iter: int = 3
@@ -89,7 +89,7 @@ class GCLConfig:
 
 @dataclass(frozen=True)
 class MePoConfig:
-    """MePo meta post-refinement (reference notes §1.2-1.5); defaults are the official values.
+    """MePo meta post-refinement (``docs/reference/mepo.md#pseudo-tasks`` to ``#meta-covariance``); defaults are the official values.
 
     ``fidelity`` chooses the value of every switch left at ``None``: ``"official"`` reproduces the
     reference code, ``"corrected"`` fixes its documented discrepancies (see docs/fidelity.md and
@@ -122,7 +122,7 @@ class MePoConfig:
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """Output alignment in downstream GCL (reference notes §1.6): ``mode`` none | official | corrected."""
+    """Output alignment in downstream GCL (``docs/reference/mepo.md#alignment``): ``mode`` none | official | corrected."""
 
     mode: str = "none"
     alpha: float = 0.5
@@ -180,7 +180,7 @@ def _colab() -> Preset:
 
 
 def _paper() -> Preset:
-    # The protocol of the MISA/MePo scripts (reference notes §2.2): CIFAR-100, Sup-21K ViT-B/16 at 224 px,
+    # The protocol of the MISA/MePo scripts (docs/reference/si_blurry.md#training): CIFAR-100, Sup-21K ViT-B/16 at 224 px,
     # 32 new samples x 3 online iterations, Adam 5e-3, evaluation every 1000 samples in batches of 128,
     # seeds 1..5 (GCL/main.py always runs five), the official MePo sizes.
     return Preset(name="paper", dataset="cifar100", backbone="sup21k", seeds=(1, 2, 3, 4, 5))

@@ -1,7 +1,7 @@
 """Results against the paper: the verified numbers of MePo (arXiv 2602.07940) next to our runs.
 
 ``resources/paper_numbers.csv`` holds only what was verified in a primary source — today the abstract's
-three gains — and marks everything else ``unknown`` (reference notes §3). Our runs carry the protocol
+three gains — and marks everything else ``unknown`` (``docs/reference/mepo.md#results``). Our runs carry the protocol
 columns that explain most gaps between papers (normalisation, evaluation period, batch size, online
 iterations, training augmentation), read from each run record.
 """

@@ -1,6 +1,6 @@
 """Where mepo_lab reads and writes, and how it writes without ever leaving half a file.
 
-Data home precedence (design notes, "Paths"): explicit argument > ``MEPO_LAB_DATA`` > ``<repo>/data``
+Data home precedence (README, "Where files go"): explicit argument > ``MEPO_LAB_DATA`` > ``<repo>/data``
 when running from a checkout > the platform cache directory (``$XDG_CACHE_HOME/mepo_lab``,
 ``~/Library/Caches/mepo_lab``, ``%LOCALAPPDATA%/mepo_lab``).
 

@@ -8,6 +8,7 @@ import pickle
 import random
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,59 @@ def test_normalization_switch():
     assert torch.allclose(imagenet, (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
     with pytest.raises(ValueError, match="normalization must be one of dataset, backbone, imagenet"):
         train_transform("cub200", normalization="bogus")
+
+
+# ---------------------------------------------------------------- both on-disk layouts under root
+def _flat_copy(tmp_path, name):
+    """A dataset extracted straight into ``root`` (torchvision's / the MISA code's layout)."""
+    root = tmp_path / "flat"
+    if name == "cifar100":
+        fakes.write_cifar100(root, train_per_class=2, test_per_class=1)
+    elif name == "imagenet-r":
+        fakes.write_class_tree(root / "imagenet-r", fakes.IMAGENET_R_COUNTS)
+    elif name == "cub200":
+        fakes.write_cub(root)
+    else:
+        fakes.write_tiny_imagenet(root)
+    return root
+
+
+@pytest.mark.parametrize("name, flat, n_train", [("cifar100", "cifar-100-python", 200), ("imagenet-r", "imagenet-r", 18),
+                                                 ("cub200", "CUB_200_2011", 12), ("tiny-imagenet", "tiny-imagenet-200", 9)])
+def test_dataset_found_directly_under_root(tmp_path, name, flat, n_train):
+    root = _flat_copy(tmp_path, name)
+    train = get_dataset(name, "train", root=root, verify=False)
+    test = get_dataset(name, "test", root=root, verify=False)
+    assert len(train) == n_train and len(test) > 0
+    if name == "cifar100":
+        assert Path(train.root) == root
+    else:
+        assert all(Path(path).is_relative_to(root / flat) for path, _ in train.samples)
+    assert name == flat or not (root / name).exists()  # nothing extracted or downloaded into our layout
+    if name == "imagenet-r":  # the split lives beside the flat copy, not inside its class folders
+        assert (root / "imagenet-r_split_seed0.json").is_file()
+        assert not list((root / "imagenet-r").glob("*.json"))
+
+
+@pytest.mark.parametrize("name, flat", [("cifar100", "cifar-100-python"), ("imagenet-r", "imagenet-r"),
+                                        ("cub200", "CUB_200_2011"), ("tiny-imagenet", "tiny-imagenet-200")])
+def test_missing_dataset_error_names_both_layouts(tmp_path, name, flat):
+    with pytest.raises(FileNotFoundError) as info:
+        get_dataset(name, "train", root=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / name) in message and str(tmp_path / flat) in message
+    assert "download=True" in message
+
+
+def test_our_layout_wins_over_a_flat_copy(tmp_path):
+    fakes.write_cub(tmp_path / "cub200", per_class=(2, 2, 2))  # ours: root/cub200/CUB_200_2011
+    fakes.write_cub(tmp_path)  # flat: root/CUB_200_2011, more images
+    assert len(get_dataset("cub200", "train", root=tmp_path, split_kind="official")) == 3
+
+
+def test_imagenet_r_archive_folder_is_not_taken_for_the_data(tmp_path):
+    """``root/imagenet-r`` holding only the archive is our layout before extraction, not a flat copy."""
+    archive, files = fakes.write_imagenet_r_tar(tmp_path / "imagenet-r")
+    shutil.rmtree(tmp_path / "imagenet-r" / "staging")
+    ds = get_dataset("imagenet-r", "train", root=tmp_path, verify=False)
+    assert (tmp_path / "imagenet-r" / "imagenet-r").is_dir() and len(ds) == len(split_per_class(files)["train"])

@@ -1,7 +1,7 @@
 """Batched, per-sample random augmentation on uint8 image tensors (no Python loop over images).
 
 The train transform of MePo's meta-refinement is ImageNet's RandomResizedCrop + horizontal flip +
-ColorJitter(brightness = 63/255) (reference notes §1.2). On the synthetic world's 32-pixel images a
+ColorJitter(brightness = 63/255) (``docs/reference/mepo.md#pseudo-tasks``). On the synthetic world's 32-pixel images a
 crop down to 8 % of the area would cut most objects away, so the crop scale defaults to (0.35, 1).
 Crops are done with one ``affine_grid`` + ``grid_sample`` for the whole batch.
 """

@@ -1,6 +1,6 @@
 """The GCL protocol's per-iteration augmentation, on uint8 batches already on the device.
 
-Every one of the ``online_iter`` updates on a stream batch re-augments it (reference notes §2.2):
+Every one of the ``online_iter`` updates on a stream batch re-augments it (``docs/reference/si_blurry.md#training``):
 ``RandomCrop(size, padding=4)`` → ``RandomHorizontalFlip`` → ``AutoAugment`` (CIFAR10 policy for
 CIFAR, IMAGENET policy for ImageNet-R / Tiny-ImageNet, none for CUB), after the resize to the
 model's input size and before normalisation (:meth:`mepo_lab.backbones.Preprocess.__call__`).

@@ -3,7 +3,10 @@
 ``get_dataset(name, split)`` returns a torch ``Dataset`` whose items are ``(transform(PIL image), label)``
 (default: a uint8 ``(3, H, W)`` tensor, so the GCL runner can augment batches on the GPU) and which carries
 ``.targets`` and ``.classes``. Files live under ``root/<name>/`` (``root`` defaults to
-``paths.data_home() / "datasets"``): the archive as published and the folder it extracts to.
+``paths.data_home() / "datasets"``): the archive as published and the folder it extracts to. A dataset
+already extracted directly under ``root`` (``<root>/cifar-100-python``, ``<root>/imagenet-r``,
+``<root>/CUB_200_2011``, ``<root>/tiny-imagenet-200``: what torchvision and the MISA/MePo code leave) is
+found too.
 
 Where every number comes from:
 
@@ -44,21 +47,23 @@ Transform = Callable[[object], object]
 
 @dataclass(frozen=True)
 class Archive:
-    """A published archive: file name, URL, md5 (``None`` = unknown) and the folder it extracts to."""
+    """A published archive: file name, URL, md5 (``None`` = unknown), the folder it extracts to, and a file or
+    folder inside it that marks a complete extraction (``None``: any class folder will do)."""
 
     filename: str
     url: str
     md5: str | None
     folder: str
+    marker: str | None = None
 
 
 ARCHIVES: dict[str, Archive] = {
     "imagenet-r": Archive("imagenet-r.tar", "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
                           "a61312130a589d0ca1a8fca1f2bd3337", "imagenet-r"),
     "cub200": Archive("CUB_200_2011.tgz", "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-                      "97eceeb196236b17998738112f37df78", "CUB_200_2011"),
+                      "97eceeb196236b17998738112f37df78", "CUB_200_2011", "images"),
     "tiny-imagenet": Archive("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                             "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200"),
+                             "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200", "wnids.txt"),
 }
 SPLITS = ("train", "test")
 CUB_REFERENCE_SEED = 42  # MISA/MePo: random_split(ImageFolder(root/images), [0.8, 0.2], manual_seed(42))
@@ -114,10 +119,23 @@ def _md5_mismatch(archive: Path, md5: str) -> str | None:
 
 
 def _missing(name: str, looked: list[Path], put: str, at: Path) -> FileNotFoundError:
-    where = " and ".join(str(p) for p in looked)
+    where = ", ".join(str(p) for p in looked)
     return FileNotFoundError(
-        f"{name} not found: looked for {where}. Pass download=True, or put {put} at {at}; "
-        f"or set {paths.DATA_ENV} to a data home whose datasets/{name}/ holds it.")
+        f"{name} not found: looked for {where}. Pass download=True, or put {put} at {at}; the extracted folder "
+        f"may also sit directly under root (as torchvision and the MISA/MePo code leave it); or set "
+        f"{paths.DATA_ENV} to a data home whose datasets/{name}/ holds it.")
+
+
+def _flat(spec: Archive, root: Path) -> Path | None:
+    """``root/<folder>`` when the dataset was extracted straight into ``root`` (torchvision's and the MISA/MePo
+    code's layout: ``<root>/CUB_200_2011``, ``<root>/imagenet-r``), else ``None``. Our own ``<root>/<name>/``
+    holding the archive is not such a folder (for ImageNet-R both are called ``imagenet-r``)."""
+    folder = root / spec.folder
+    if not folder.is_dir() or (folder / spec.filename).exists():
+        return None
+    if spec.marker is not None:
+        return folder if (folder / spec.marker).exists() else None
+    return folder if any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir()) else None
 
 
 def _unpack(spec: Archive, base: Path, target: Path, fetch: bool, verify: bool) -> None:
@@ -140,9 +158,10 @@ def _unpack(spec: Archive, base: Path, target: Path, fetch: bool, verify: bool) 
 
 
 def ensure_extracted(name: str, root: Path, download: bool = False, verify: bool = True) -> Path:
-    """Folder of the extracted archive of ``name`` under ``root/name``, fetching/extracting as needed.
+    """Folder of the extracted archive of ``name``, fetching/extracting into ``root/name`` as needed.
 
-    With ``verify`` an archive on disk must match its md5: a mismatch is deleted and re-fetched when
+    Looked for, in order: ``root/name/<folder>`` (our layout), ``root/name/<archive>`` (extracted now),
+    ``root/<folder>`` (the dataset extracted directly under ``root``). With ``verify`` an archive on disk must match its md5: a mismatch is deleted and re-fetched when
     ``download`` is true, and raises :class:`ChecksumError` otherwise. Without an archive, an extracted
     folder is trusted as it is (a custom copy).
     """
@@ -160,8 +179,11 @@ def ensure_extracted(name: str, root: Path, download: bool = False, verify: bool
             return target
     if target.is_dir():
         return target
+    flat = None if archive.is_file() else _flat(spec, root)
+    if flat is not None:
+        return flat
     if not archive.is_file() and not download:
-        raise _missing(name, [target, archive], f"{spec.filename} (from {spec.url})", archive)
+        raise _missing(name, [target, archive, root / spec.folder], f"{spec.filename} (from {spec.url})", archive)
     _unpack(spec, base, target, fetch=not archive.is_file(), verify=verify)
     return target
 
@@ -180,14 +202,25 @@ class _CIFAR100(CIFAR100):
         super().__init__(str(root), train=train, transform=transform, download=download)
 
 
+def _cifar100_base(root: Path) -> Path:
+    """``root/cifar100`` (our layout) unless only ``root`` holds the data (torchvision's ``CIFAR100(root=...)``
+    layout, also the MISA/MePo code's): extracted files first, then the archive."""
+    bases = (root / "cifar100", root)
+    for base in bases:
+        if all((base / CIFAR100.base_folder / f).is_file() for f in ("train", "test", "meta")):
+            return base
+    return next((b for b in bases if (b / CIFAR100.filename).is_file()), bases[0])
+
+
 def _cifar100(split: str, root: Path, download: bool, verify: bool, transform: Transform | None):
-    base = root / "cifar100"
+    base = _cifar100_base(root)
     folder = base / CIFAR100.base_folder
     tgz = base / CIFAR100.filename
     if not download and not all((folder / f).is_file() for f in ("train", "test", "meta")):
         if not tgz.is_file():
-            raise _missing("cifar100", [folder, tgz], f"{CIFAR100.filename} (from {CIFAR100.url}) or its "
-                           f"extracted {CIFAR100.base_folder}/", base)
+            raise _missing("cifar100", [folder, tgz, root / CIFAR100.base_folder, root / CIFAR100.filename],
+                           f"{CIFAR100.filename} (from {CIFAR100.url}) or its extracted {CIFAR100.base_folder}/",
+                           base)
         actual = _md5_mismatch(tgz, CIFAR100.tgz_md5) if verify else None
         if actual is not None:
             raise ChecksumError(f"{tgz} has md5 {actual}, expected {CIFAR100.tgz_md5}; pass download=True "
@@ -249,7 +282,10 @@ def load_or_make_split(path: Path, files: list[str], seed: int) -> dict[str, lis
 def _imagenet_r(split: str, root: Path, download: bool, verify: bool, transform: Transform | None, seed: int = 0):
     folder = ensure_extracted("imagenet-r", root, download, verify)
     files = list_images(folder)
-    chosen = load_or_make_split(root / "imagenet-r" / f"split_seed{seed}.json", files, seed)[split]
+    ours = root / "imagenet-r"  # our layout keeps the split next to the archive; a flat copy keeps it beside
+    split_path = (ours / f"split_seed{seed}.json" if folder == ours / "imagenet-r"
+                  else folder.parent / f"imagenet-r_split_seed{seed}.json")
+    chosen = load_or_make_split(split_path, files, seed)[split]
     classes = sorted({f.split("/", 1)[0] for f in files})
     index = {c: i for i, c in enumerate(classes)}
     samples = [(folder / f, index[f.split("/", 1)[0]]) for f in chosen]
@@ -317,9 +353,9 @@ def get_dataset(name: str, split: str = "train", root: str | os.PathLike | None 
     """One split of a real dataset, as a ``Dataset`` with ``.targets`` and ``.classes``.
 
     ``name``: one of :data:`DATASETS`, or ``"imagefolder:<path>"`` (``"imagefolder"`` takes the path from
-    ``root``). ``split``: ``"train"`` or ``"test"``. ``root``: folder holding ``<name>/`` (default
-    ``data_home()/datasets``). ``download``: fetch missing or corrupted archives. ``verify``: check archive
-    md5s. ``transform``: applied to the PIL image (default :func:`pil_to_uint8`). ``options``:
+    ``root``). ``split``: ``"train"`` or ``"test"``. ``root``: folder holding ``<name>/`` or the dataset's own
+    extracted folder (default ``data_home()/datasets``). ``download``: fetch missing or corrupted archives.
+    ``verify``: check archive md5s. ``transform``: applied to the PIL image (default :func:`pil_to_uint8`). ``options``:
     ``seed`` (imagenet-r split, default 0), ``split_kind`` (cub200: ``"reference"`` or ``"official"``).
     """
     if name.startswith("imagefolder:"):

@@ -1,8 +1,8 @@
 """``linear``: a frozen backbone's features into an online linear head (the protocol's classifier).
 
 The trainable part of every prompt method in the Si-Blurry lineage ends in such a head, trained with
-Adam at 5e-3 on each incoming batch ``online_iter`` times (reference notes §2.2), with a logit mask
-(§2.3). On cached features it runs a whole CIFAR-100-sized stream in seconds.
+Adam at 5e-3 on each incoming batch ``online_iter`` times (``docs/reference/si_blurry.md#training``), with a
+logit mask (``#masks``). On cached features it runs a whole CIFAR-100-sized stream in seconds.
 
 One update, written out (it is short, and ~10x faster than autograd + ``torch.optim.Adam`` for a
 32-sample batch on a CPU, where per-call overhead dominates)::

@@ -1,4 +1,5 @@
-"""Prompt learners on a frozen ViT: ``l2p``, ``dualprompt`` and ``misa`` (reference notes §5, §2.2-2.3).
+"""Prompt learners on a frozen ViT: ``l2p``, ``dualprompt`` and ``misa`` (``docs/reference/misa.md``,
+``docs/reference/si_blurry.md#training``, ``#masks``).
 
 All three train a linear head plus prompts (and keys) with Adam on images, with the loss
 ``CE(head(g(f_prompted)) + mask, y) + λ · mean(1 − cos(q, k_selected))``, where ``q`` is the frozen
@@ -78,7 +79,7 @@ class PromptLearner(Learner):
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
-        for _ in range(ctx.online_iter):  # every update re-augments the batch (protocol, §2.2)
+        for _ in range(ctx.online_iter):  # every update re-augments the batch (si_blurry.md#training)
             z, dist = self._forward(self.pre(x, self.augment), training=True)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
             self.amp.step(loss, self.opt)

@@ -3,7 +3,7 @@
 No ViT code is copied: the passes call the model's own modules (``patch_embed``, ``pos_embed``,
 ``blocks``, ``norm``) and only insert tokens between them.
 
-* **Prompt tuning** (DualPrompt/MISA, reference notes §5): before block ``i``, prompt tokens are
+* **Prompt tuning** (DualPrompt/MISA, ``docs/reference/misa.md#misa``): before block ``i``, prompt tokens are
   concatenated after the sequence, the block runs on the longer sequence, and the extra tokens are cut
   off again (``x = block(cat(x, p))[:, :N]``). Every prompt token gets the CLS position embedding.
 * **L2P**: the selected prompts are inserted once, right after the CLS token, and the classifier reads
@@ -12,7 +12,7 @@ No ViT code is copied: the passes call the model's own modules (``patch_embed``,
   feature; the ``top_k`` closest keys pick the prompts, and ``mean d`` is the surrogate loss that pulls
   the chosen keys towards the queries.
 
-Reference quirk (notes §5): when matching is restricted to a slice of keys ``[s, e)``, the reference
+Reference quirk (``docs/reference/misa.md#routing``): when matching is restricted to a slice of keys ``[s, e)``, the reference
 uses the index *within the slice* to gather from the *whole* pool, so training always uses prompt slot
 0. ``routing="official"`` reproduces it; ``routing="corrected"`` adds ``s``.
 """

@@ -1,4 +1,5 @@
-"""Measurements behind the covariance-alignment lessons (reference notes §1.7 items 1-4, §6 checks 8-12).
+"""Measurements behind the covariance-alignment lessons (``docs/reference/mepo.md#q1`` to ``#q4``,
+``docs/reference/checks.md#c8`` to ``#c12``).
 
 * :func:`alignment_error` — does ``F̂ = whiten_color(F)`` have the target covariance?
   ``err = ‖cov(F̂) − Σ‖_F / ‖Σ‖_F`` for a random batch of size B.

@@ -1,4 +1,5 @@
-"""Class prototypes of the pretraining classes under a (refined) backbone (reference notes §1.5).
+"""Class prototypes of the pretraining classes under a (refined) backbone
+(``docs/reference/mepo.md#meta-covariance``).
 
 ``μ_c = mean_{i : y_i = c} f(x_i)`` over ``per_class`` random images of class ``c``, with ``f`` the
 post-LayerNorm CLS feature. The reference feeds *augmented* images (its train transform;

@@ -1,4 +1,4 @@
-"""Pseudo task sequences cut from a labelled pretraining set (MePo, reference notes §1.2).
+"""Pseudo task sequences cut from a labelled pretraining set (MePo, ``docs/reference/mepo.md#pseudo-tasks``).
 
 One **meta-epoch** = a fresh random permutation of the C pretraining classes, cut into
 ``C // group_size`` **groups** (one Reptile update each; leftover classes sit out that epoch). Each
@@ -103,7 +103,7 @@ class PseudoTaskSampler:
     def steps_per_group(self) -> int:
         """SGD steps of one Reptile update: ``tasks · inner_epochs · ⌈task images / batch⌉ + ⌈joint / batch⌉``.
 
-        Official numbers (reference notes §6 check 2): 50 · 4 · 2 + 79 = 479.
+        Official numbers (``docs/reference/checks.md#c2``): 50 · 4 · 2 + 79 = 479.
         """
         cfg = self.cfg
         task_images = (cfg.group_size // cfg.tasks_per_group) * cfg.samples_per_class

@@ -1,4 +1,5 @@
-"""MePo on real pretraining data streamed from image files (reference notes §1.2–1.5).
+"""MePo on real pretraining data streamed from image files (``docs/reference/mepo.md#pseudo-tasks`` to
+``#meta-covariance``).
 
 The reference refines every backbone on the ImageNet-1K train split: per meta-epoch a class
 permutation cut into groups of 100 classes, 50 pseudo tasks of 2 classes, 200 fresh images per class
@@ -147,7 +148,7 @@ def refine_real(backbone: Backbone, pretrain_data: str, root: str | Path | None 
 def real_covariance(backbone: Backbone, data: str | BatchSource, cfg: MePoConfig | None = None,
                     path: str | Path | None = None, *, root: str | Path | None = None, size: int = 224,
                     workers: int = 2, device: str = "auto", progress: bool = True) -> np.ndarray:
-    """Meta covariance ``Σ_pre = cov(μ_1 … μ_C)`` of ``backbone``'s class prototypes (notes §1.5).
+    """Meta covariance ``Σ_pre = cov(μ_1 … μ_C)`` of ``backbone``'s class prototypes (``docs/reference/mepo.md#meta-covariance``).
 
     ``μ_c`` = mean post-LayerNorm CLS feature of ``mepo.cov_samples_per_class`` random images of class
     ``c`` of ``data`` (a source, or a pretraining-data name read with ``root``/``size``/``workers``),

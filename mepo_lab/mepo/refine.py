@@ -1,4 +1,5 @@
-"""MePo's meta post-refinement: the bi-level Reptile loop over pseudo task sequences (notes §1.3).
+"""MePo's meta post-refinement: the bi-level Reptile loop over pseudo task sequences
+(``docs/reference/mepo.md#bi-level``).
 
 For every group (meta-iteration) of every meta-epoch::
 

@@ -1,6 +1,6 @@
 """The pieces of MePo's inner and outer loop: meta model, masks, head resets (zapping), Reptile step.
 
-Outer (Reptile, Nichol et al. 2018; reference notes §1.3), applied in place to every parameter of the
+Outer (Reptile, Nichol et al. 2018; ``docs/reference/mepo.md#bi-level``), applied in place to every parameter of the
 backbone *and* the head::
 
     θ ← θ0 + η · mean_i(θ_i − θ0)        # one trajectory: θ ← lerp(θ0, θ_end, η)
@@ -46,7 +46,7 @@ def reset_head_(head: nn.Module, generator: torch.Generator) -> None:
 def masked_logits(z: torch.Tensor, mode: str, allowed: torch.Tensor) -> torch.Tensor:
     """Restrict logits to the ``allowed`` classes (a boolean vector over all classes).
 
-    ``multiply`` (official, §1.7 item 8): ``z ⊙ m`` — blocked logits become exactly 0, stay in the
+    ``multiply`` (official, ``docs/reference/mepo.md#q8``): ``z ⊙ m`` — blocked logits become exactly 0, stay in the
     softmax denominator with weight e⁰ and get no gradient. ``neg_inf``/``current_task``: ``z + log m``
     — blocked classes vanish from the softmax (the two differ only in which classes are allowed).
     """

@@ -1,4 +1,5 @@
-"""Where the refinement's images come from: batch sources for MePo's pretraining data (notes §1.2, §1.5).
+"""Where the refinement's images come from: batch sources for MePo's pretraining data
+(``docs/reference/mepo.md#pseudo-tasks``, ``#meta-covariance``).
 
 The refiner decides *which* images form every batch (it plans a whole group up front from a seeded
 generator, :mod:`mepo_lab.mepo.refine`); a source turns those index batches into batches
@@ -169,7 +170,7 @@ class FileSource(BatchSource):
 
     ``size``: output side (the backbone's input). ``preprocess``: normalisation on the device —
     ImageNet mean/std by default, as the reference's meta-training uses for every backbone (although
-    the Sup checkpoints expect 0.5/0.5, notes §1.7 item 13). ``workers``: decoding processes
+    the Sup checkpoints expect 0.5/0.5, ``docs/reference/mepo.md#q13``). ``workers``: decoding processes
     (0 = in the main process); workers persist across ``load`` calls and batches come pinned when the
     device is CUDA. The DataLoader gets a generator seeded by ``seed``, but determinism comes from the
     per-image seeds drawn in ``prepare``: any worker count gives the same batches.

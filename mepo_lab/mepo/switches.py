@@ -1,6 +1,6 @@
 """The official / corrected switches of MePo's meta post-refinement, resolved in one place.
 
-Each row is a documented discrepancy of the reference code (reference notes §1.2, §1.7) and one row of
+Each row is a documented discrepancy of the reference code (``docs/reference/mepo.md#quirks``) and one row of
 the fidelity table in ``docs/fidelity.md``. A switch left at ``None`` in
 :class:`~mepo_lab.config.MePoConfig` takes the value of ``MePoConfig.fidelity``; an explicit value
 always wins, so single discrepancies can be toggled one at a time.

@@ -27,7 +27,7 @@ class StepContext:
 
 def logit_mask(mode: str, n_classes: int, n_seen: int, y: torch.Tensor | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """Additive logit mask (0 = allowed, −inf = blocked), reference notes §2.3.
+    """Additive logit mask (0 = allowed, −inf = blocked), ``docs/reference/si_blurry.md#masks``.
 
     ``seen``: units ``≥ n_seen`` are blocked (the trainer's exposed-class mask);
     ``batch``: every class absent from ``y`` is blocked (MISA's batch mask);

@@ -1,6 +1,6 @@
 """The online GCL runner: one pass over a Si-Blurry stream with anytime evaluation.
 
-Protocol (reference notes §2.2-2.4, the MISA/MePo trainer):
+Protocol (``docs/reference/si_blurry.md#training``, ``#evaluation``, ``docs/reference/metrics.md``; the MISA/MePo trainer):
 
 * tasks in order; each task's samples in stream order, in batches of ``batch_size`` new samples
   (a task's last batch may be smaller; batches never straddle tasks);

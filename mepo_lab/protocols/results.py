@@ -2,7 +2,8 @@
 
 Every metric is a pure function of what is stored (anytime accuracies with their sample counts,
 end-of-task and per-class accuracies, task boundaries), so students can recompute any metric
-without re-training (ecosystem notes §1.3).
+without re-training (the practice of Avalanche's and continuum's loggers: keep the raw accuracies,
+derive the metrics).
 """
 from __future__ import annotations
 
