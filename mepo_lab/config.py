@@ -108,6 +108,7 @@ class MePoConfig:
     meta_lr: float = 0.1  # eta of the Reptile step (the reference's `-inner_lr` flag)
     meta_epochs: int = 5  # the Sup-21K checkpoint used downstream is meta-epoch 5
     n_repeats: int = 1  # the reference's `-num_inner_steps`
+    repeat_draws: str = "fresh"  # fresh (the reference: new images in every repeat) | same (reuse the first draw)
     head_reset: str = "none"  # none | per_sequence | per_task  (zapping)
     logit_mask: str | None = None  # multiply (official) | neg_inf | current_task
     optimizer_state: str | None = None  # persist (official) | reset
@@ -117,6 +118,7 @@ class MePoConfig:
     repeats: str | None = None  # nested (official) | restart (each repeat restarts from theta_0)
     cov_samples_per_class: int = 200
     cov_augment: bool | None = None  # True (official: train transform) | False (clean images)
+    amp: bool = False  # bf16/fp16 autocast on a GPU; the reference refines in fp32 (no effect on CPU)
     seed: int = 0
 
 
@@ -174,9 +176,10 @@ def _cpu() -> Preset:
 
 def _colab() -> Preset:
     # A T4 in a lab session: CIFAR-100 with the original ViT-B/16 (Sup-21K), the protocol's stream and
-    # optimiser, 3 seeds, evaluation batches of 64 to stay well inside 16 GB with prompts and AMP.
+    # optimiser, 3 seeds, evaluation batches of 64 to stay well inside 16 GB with prompts and AMP; a MePo
+    # refinement there runs under AMP too (the reference's fp32 is the default everywhere else).
     return Preset(name="colab", dataset="cifar100", backbone="sup21k", gcl=GCLConfig(eval_batch_size=64),
-                  mepo=MePoConfig(batch_size=128), feature_batch_size=256)
+                  mepo=MePoConfig(batch_size=128, amp=True), feature_batch_size=256)
 
 
 def _paper() -> Preset:

@@ -66,7 +66,7 @@ def world_features(preset: Preset, backbone: Backbone, data_home: str | Path | N
                 images, targets = dataset_arrays(dataset, sp, data_home=data_home, **(data_kwargs or {}))
                 return ImageArrays(images, targets, [str(c) for c in range(int(targets.max()) + 1)], nm)
         sets[split] = cached_features(backbone, name, make, data_home=data_home, batch_size=preset.feature_batch_size,
-                                      device=preset.device, progress=progress, preprocess=pre)
+                                      device=preset.device, progress=progress, preprocess=pre, amp=preset.gcl.amp)
     return WorldFeatures(backbone, sets["train"], sets["test"])
 
 

@@ -27,3 +27,23 @@ def test_batch_dependence_only_for_batch_statistics(data):
     feats, target = data
     assert batch_dependence(feats, target, "corrected", batch_size=8) == pytest.approx(1.0)
     assert batch_dependence(feats, target, "official", batch_size=8) < 0.99
+
+
+def test_official_plateau_depends_on_the_source_spectrum():
+    from mepo_lab.mepo.analysis import format_alignment_table, gaussian_alignment_table
+
+    rows = gaussian_alignment_table(dim=16, conditions=(1.0, 100.0), batch_sizes=(16, 2000), n=4000)
+    err = {(r["condition"], r["mode"], r["batch_size"]): r["error"] for r in rows}
+    assert err[(1.0, "corrected", 2000)] < 1e-2 and err[(100.0, "corrected", 2000)] < 1e-2
+    assert err[(1.0, "official", 2000)] > 0.3  # misses Σ even with many samples
+    assert err[(100.0, "official", 2000)] > 2 * err[(1.0, "official", 2000)]  # and by more for anisotropic sources
+    assert err[(1.0, "corrected", 16)] > err[(1.0, "corrected", 2000)]  # B = d: rank-limited estimate
+    assert "source condition" in format_alignment_table(rows) and len(format_alignment_table(rows).splitlines()) == 5
+
+
+def test_random_covariance_has_the_asked_spectrum():
+    from mepo_lab.mepo.analysis import random_covariance
+
+    cov = random_covariance(np.array([3.0, 2.0, 0.5]), seed=1)
+    np.testing.assert_allclose(np.linalg.eigvalsh(cov), [0.5, 2.0, 3.0])
+    assert not np.allclose(cov, np.diag(np.diag(cov)))

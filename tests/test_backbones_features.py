@@ -69,6 +69,13 @@ def test_feature_cache_hits_without_rendering(smoke_preset, data_home):
     assert feature_key(other.weights_hash, name) != first.key
 
 
+def test_feature_key_records_mixed_precision_only():
+    """fp32 features keep the key of earlier versions; autocast features (gcl.amp on a GPU) get their own."""
+    fp32 = feature_key("w", "d")
+    assert fp32 == feature_key("w", "d", precision="fp32")
+    assert len({fp32, feature_key("w", "d", precision="bfloat16"), feature_key("w", "d", precision="float16")}) == 3
+
+
 def test_feature_cache_refuses_mismatched_dataset(smoke_preset, data_home):
     world = SyntheticWorld(smoke_preset.world)
     with pytest.raises(ValueError, match="expected 'wrong-name'"):

@@ -83,6 +83,31 @@ def test_circle_detection_finds_a_circle():
     assert strongly_connected(graph) == [{"p.a", "p.b", "p.c"}]
 
 
+def import_map() -> str:
+    """Markdown rows "module | imports from: other (count), ..." of the direct imports between top-level modules."""
+    import collections
+
+    graph = grimp.build_graph("mepo_lab")
+    edges = collections.Counter()
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            a, b = (".".join(m.split(".")[:2]) for m in (module, imported))
+            if a != b:
+                edges[a.removeprefix("mepo_lab."), b.removeprefix("mepo_lab.")] += 1
+    rows = collections.defaultdict(list)
+    for (a, b), count in sorted(edges.items()):
+        rows[a].append(f"{b} ({count})")
+    lines = ["| module | imports from |", "| --- | --- |"]
+    lines += [f"| `{a}` | {', '.join(rows[a])} |" for a in sorted(rows)]
+    return "\n".join(lines)
+
+
+def test_architecture_page_shows_the_current_import_map():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    shown = page.split("<!-- import-map -->")[1].split("<!-- /import-map -->")[0].strip()
+    assert shown == import_map(), "regenerate the table with: python -m tests.test_layers"
+
+
 @pytest.mark.parametrize("path, names", [
     ("mepo_lab.streams", ["si_blurry", "Stream"]),
     ("mepo_lab.metrics", ["a_auc", "a_last", "a_avg", "f_last", "forgetting_max", "bwt", "accuracy_matrix"]),
@@ -102,3 +127,7 @@ def test_documented_import_paths_stay(path, names):
         obj = getattr(module, name)
         if home is not None:
             assert obj is getattr(importlib.import_module(home), name)
+
+
+if __name__ == "__main__":
+    print(import_map())

@@ -136,6 +136,24 @@ def test_alignment_sees_the_prompted_feature_not_the_query():
     assert len(spy.seen) == 1 and not torch.allclose(spy.seen[0], query)
 
 
+@pytest.mark.parametrize("name", ["l2p", "dualprompt", "linear"])
+def test_running_alignment_counts_each_new_sample_once(name):
+    """With 3 online iterations a batch is transformed 3 times but enters the running statistics once."""
+    from mepo_lab.mepo.alignment import CorrectedAlignment
+
+    dim = vit().num_features
+    align = CorrectedAlignment(np.eye(dim), alpha=0.5)
+    kwargs = {} if name == "linear" else {"backbone": vit()}
+    learner = make_learner(name, transform=align, **kwargs)
+    learner.setup(3, dim, torch.device("cpu"))
+    x = images(5) if name != "linear" else torch.randn(5, dim)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    learner.observe(x, y, StepContext(3, online_iter=3, train_mask="seen"))
+    assert align.count == 5
+    learner.observe(x[:2], y[:2], StepContext(3, online_iter=3, train_mask="seen"))
+    assert align.count == 7
+
+
 def test_isa_lite_prompts_are_cached_and_fit_misa(smoke_preset, tmp_path):
     from mepo_lab.backbones.pretrain import random_backbone
     from mepo_lab.isa import isa_prompts

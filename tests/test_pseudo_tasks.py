@@ -75,6 +75,7 @@ def test_fidelity_resolution():
     (dict(group_size=100, tasks_per_group=30), "must be a multiple of mepo.tasks_per_group"),
     (dict(meta_lr=1.5), r"must be in \[0, 1\]"),
     (dict(inner_epochs=0), "mepo.inner_epochs must be at least 1"),
+    (dict(repeat_draws="never"), "mepo.repeat_draws must be one of fresh, same"),
 ])
 def test_bad_mepo_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -87,3 +88,14 @@ def test_sampler_rejects_impossible_requests():
         PseudoTaskSampler(labels, MePoConfig(group_size=20, tasks_per_group=10))
     with pytest.raises(ValueError, match="only 5 images but mepo.samples_per_class is 200"):
         PseudoTaskSampler(labels, MePoConfig(group_size=10, tasks_per_group=5))
+
+
+def test_a_later_repeat_draws_fresh_images_of_the_same_classes(imagenet_like):
+    sampler = PseudoTaskSampler(imagenet_like, OFFICIAL)
+    first, again, second = sampler.group(0, 3), sampler.group(0, 3, repeat=0), sampler.group(0, 3, repeat=1)
+    for a, b, c in zip(first.tasks, again.tasks, second.tasks):
+        np.testing.assert_array_equal(a.indices, b.indices)  # repeat 0 is the draw a group always had
+        np.testing.assert_array_equal(a.classes, c.classes)
+        assert set(a.indices) != set(c.indices)
+        assert np.bincount(imagenet_like[c.indices], minlength=1000)[c.classes].tolist() == [200, 200]
+    assert set(first.joint) != set(second.joint) and set(imagenet_like[second.joint]) == set(first.classes)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,3 +177,44 @@ def test_resume_refuses_another_configuration(tmp_path):
                         MePoConfig(**{**CFG.__dict__, "meta_lr": 0.9}), tmp_path)
     with pytest.raises(ValueError, match="another configuration"):
         other.resume()
+
+
+def _task_indices(phases, repeat):
+    """Image indices of every pseudo-task phase of one repeat (ArraySource tokens are ``(idx, state)``)."""
+    return [np.sort(np.concatenate([tok[0] for tok in ph.tokens])) for ph in phases
+            if ph.repeat == repeat and ph.task is not None]
+
+
+@pytest.mark.parametrize("draws", ["fresh", "same"])
+def test_repeats_draw_fresh_images_unless_told_otherwise(tmp_path, draws):
+    data = _data()
+    cfg = MePoConfig(**{**CFG.__dict__, "n_repeats": 2, "repeat_draws": draws, "samples_per_class": 3})
+    ref = MetaRefiner(create_micro_vit(TINY, 32, seed=0), data.images, data.targets, cfg, tmp_path)
+    group = ref.sampler.group(0, 0)
+    phases = ref._plan(group, torch.Generator().manual_seed(0))
+    first, second = _task_indices(phases, 0), _task_indices(phases, 1)
+    for t, task in enumerate(group.tasks):  # each epoch of a phase passes over the task's images once
+        np.testing.assert_array_equal(first[t], np.sort(task.indices))
+    same = [np.array_equal(a, b) for a, b in zip(first, second)]
+    assert all(same) if draws == "same" else not any(same)
+
+
+def test_refinement_precision_follows_mepo_amp(tmp_path, monkeypatch):
+    import mepo_lab.mepo.refine as refine_module
+    from mepo_lab.config import PRESETS
+
+    asked, real_amp = [], refine_module.Amp
+
+    def recording(device, enabled=True):
+        asked.append(enabled)
+        return real_amp(device, enabled)
+
+    monkeypatch.setattr(refine_module, "Amp", recording)
+    data = _data()
+    for amp in (False, True):
+        ref = MetaRefiner(create_micro_vit(TINY, 32, seed=0), data.images, data.targets,
+                          MePoConfig(**{**CFG.__dict__, "amp": amp}), tmp_path / str(amp))
+        assert ref.amp.describe() == "fp32"  # on a CPU autocast stays off either way
+    assert asked == [False, True]
+    assert MePoConfig().amp is False and PRESETS["paper"]().mepo.amp is False  # the reference: fp32
+    assert PRESETS["colab"]().mepo.amp is True

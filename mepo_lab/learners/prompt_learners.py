@@ -68,19 +68,20 @@ class PromptLearner(Learner):
         """DualPrompt/MISA restrict key matching to the current task's slot while training."""
         self.task = task
 
-    def _forward(self, x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, x: torch.Tensor, training: bool, update: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         with self.amp.autocast():
             with torch.no_grad():
                 query = cls_features(self.vit, x)
             feat, dist = self.prompted(x, query, training)
-        feat = self.train_features(feat.float()) if training else self.eval_features(feat.float())
+        feat = self.train_features(feat.float(), update) if training else self.eval_features(feat.float())
         return self.head(feat), dist.float()
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> dict[str, float]:
         x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
-        for _ in range(ctx.online_iter):  # every update re-augments the batch (si_blurry.md#training)
-            z, dist = self._forward(self.pre(x, self.augment), training=True)
+        for i in range(ctx.online_iter):  # every update re-augments the batch (si_blurry.md#training)
+            # the alignment's running statistics count each new sample once: on the first pass only
+            z, dist = self._forward(self.pre(x, self.augment), training=True, update=i == 0)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
             self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}

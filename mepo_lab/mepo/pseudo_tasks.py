@@ -84,16 +84,20 @@ class PseudoTaskSampler:
         k = self.cfg.samples_per_class
         return np.concatenate([rng.choice(self.by_class[c], size=k, replace=False) for c in classes])
 
-    def group(self, meta_epoch: int, g: int) -> PseudoGroup:
-        """Pseudo tasks and joint set of group ``g`` of ``meta_epoch``."""
-        cfg = self.cfg
+    def group(self, meta_epoch: int, g: int, repeat: int = 0) -> PseudoGroup:
+        """Pseudo tasks and joint set of group ``g`` of ``meta_epoch``.
+
+        ``repeat > 0`` draws the images of a later repeat of the same group (same classes, fresh images, as the
+        reference's ``-num_inner_steps`` loop calls ``get_dataset`` again); repeat 0 keeps the keys it always had.
+        """
+        cfg, tag = self.cfg, (() if repeat == 0 else (repeat,))
         classes = self.class_order(meta_epoch)[g * cfg.group_size:(g + 1) * cfg.group_size]
-        tasks = [PseudoTask(c, self.draw(c, (meta_epoch, g, t)))
+        tasks = [PseudoTask(c, self.draw(c, (meta_epoch, g, t, *tag)))
                  for t, c in enumerate(np.split(classes, cfg.tasks_per_group))]
         if cfg.joint_set == "union":
             joint = np.concatenate([t.indices for t in tasks])
         else:
-            joint = self.draw(classes, (meta_epoch, g, JOINT))
+            joint = self.draw(classes, (meta_epoch, g, JOINT, *tag))
         return PseudoGroup(meta_epoch, g, classes, tasks, joint)
 
     def epoch(self, meta_epoch: int) -> list[PseudoGroup]:

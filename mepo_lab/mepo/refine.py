@@ -103,7 +103,7 @@ class MetaRefiner:
                                    foreach=True)
         self.log: list[dict] = []
         self.done, self.seconds = 0, 0.0
-        self.amp = Amp(self.device)  # bf16/fp16 autocast on a GPU, plain fp32 on CPU
+        self.amp = Amp(self.device, self.cfg.amp)  # mepo.amp: autocast on a GPU (the reference: fp32); CPU: fp32
         self._scratch_head: torch.nn.Module | None = None  # advances the generator past planned head resets
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -160,14 +160,16 @@ class MetaRefiner:
         """Every phase of one Reptile update, drawn from ``gen`` in training order."""
         cfg, group_mask, phases = self.cfg, self._allowed(group.classes), []
         for r in range(cfg.n_repeats):
+            drawn = group if r == 0 or cfg.repeat_draws == "same" else self.sampler.group(group.meta_epoch,
+                                                                                          group.group, repeat=r)
             reset = self._draw_reset(gen) if cfg.head_reset == "per_sequence" else None
-            for t, task in enumerate(group.tasks):
+            for t, task in enumerate(drawn.tasks):
                 if cfg.head_reset == "per_task":
                     reset = self._draw_reset(gen)
                 allowed = self._allowed(task.classes) if cfg.logit_mask == "current_task" else group_mask
                 phases.append(_Phase(r, t, allowed, reset, self._batches(task.indices, cfg.inner_epochs, True, gen)))
                 reset = None
-            phases.append(_Phase(r, None, group_mask, None, self._batches(group.joint, 1, cfg.joint_augment, gen)))
+            phases.append(_Phase(r, None, group_mask, None, self._batches(drawn.joint, 1, cfg.joint_augment, gen)))
         return phases
 
     # ----------------------------------------------------------------------------- training

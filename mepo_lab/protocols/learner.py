@@ -74,12 +74,16 @@ class Learner(ABC):
     def begin_task(self, task: int) -> None:
         """Called by the runner when task ``task`` starts (most learners ignore it)."""
 
-    def train_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``g(x)`` for a training batch: the transform's running statistics (if any) see it first."""
+    def train_features(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
+        """``g(x)`` for a training batch: the transform's running statistics (if any) see it first.
+
+        A learner that passes a batch through ``g`` several times (``online_iter`` updates) sets ``update``
+        on the first pass only, so each new sample enters the running statistics once.
+        """
         transform = getattr(self, "transform", None)
         if transform is None:
             return x
-        if hasattr(transform, "update"):
+        if update and hasattr(transform, "update"):
             transform.update(x)
         return transform(x)
 
