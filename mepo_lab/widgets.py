@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
+from mepo_lab.mepo.alignment import ALIGNMENTS
 from mepo_lab.protocols.results import RunResult
 from mepo_lab.protocols.stream_stats import stream_statistics
 from mepo_lab.protocols.streams import si_blurry
@@ -201,7 +202,7 @@ def ablation_explorer(run: Callable[..., RunResult], backbones: Sequence[str], s
     knobs["alpha"] = W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="α (alignment)", style=style,
                                    continuous_update=False)
     knobs["backbone"] = W.ToggleButtons(options=list(backbones), description="backbone", style=style)
-    knobs["alignment"] = W.ToggleButtons(options=["none", "official", "corrected"], description="alignment",
+    knobs["alignment"] = W.ToggleButtons(options=list(ALIGNMENTS), description="alignment",
                                          style=style)
     button, status, out = W.Button(description="Run", button_style="primary", icon="play"), W.Label(), W.Output()
 

@@ -37,6 +37,33 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["gcl", "--backbone", "resnet50"], "unknown backbone 'resnet50': choose one of random, pretrained, mepo, sup21k"),
+    (["gcl", "--backbone", "mepo:vit_l"], "local:<path>, mepo:sup21k, mepo:sup1k, mepo:ibot21k"),
+    (["gcl", "--dataset", "mnist"], "unknown dataset 'mnist': choose one of synthetic, cifar100, imagenet-r"),
+    (["refine", "--pretrain-data", "imagefolder:"], "imagefolder:<path>"),
+    (["gcl", "--learner", "ewc"], "invalid choice: 'ewc'"),
+    (["gcl", "--normalization", "zca"], "invalid choice: 'zca'"),
+])
+def test_names_are_checked_against_the_registries(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_newly_registered_learner_is_reachable_from_the_cli(monkeypatch):
+    from mepo_lab.learners import LEARNERS, LinearLearner
+
+    class ToyLearner(LinearLearner):
+        name = "toy"
+
+    monkeypatch.setitem(LEARNERS, "toy", ToyLearner)
+    args = build_parser().parse_args(["gcl", "--learner", "toy", "--backbone", "mepo:sup21k", "--align",
+                                      "corrected", "--normalization", "imagenet", "--dataset", "imagefolder:/x"])
+    assert (args.learner, args.backbone, args.dataset) == ("toy", "mepo:sup21k", "imagefolder:/x")
+
+
 def test_unknown_preset_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         main(["quickstart", "--preset", "huge"])
