@@ -213,6 +213,8 @@ def _convert(value: str, annotation: str, key: str) -> Any:
     if "None" in kinds and value.strip().lower() == "none":
         return None
     kind = next(k for k in kinds if k != "None")
+    if kind.startswith("tuple") and not value.replace(",", "").strip():
+        raise ValueError(f"{key}= is empty: give at least one value, e.g. {key}=1,2,3")
     try:
         if kind == "bool":
             low = value.strip().lower()

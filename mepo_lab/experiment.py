@@ -165,6 +165,8 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
 
     Killed runs resume from their last evaluation when the grid is started again.
     """
+    if not preset.seeds:
+        raise ValueError("preset.seeds is empty: run at least one seed, e.g. --set seeds=1,2,3")
     data = {"dataset": dataset, "normalization": normalization, "data_kwargs": data_kwargs}
     out = Path(out)
     kinds = dict.fromkeys(b for _, b, _ in combos)

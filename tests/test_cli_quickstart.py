@@ -102,13 +102,22 @@ def test_gcl_command_with_mepo_and_alignment(tmp_path, smoke_home, monkeypatch):
     assert run["meta"]["alpha"] == 0.3
 
 
-def test_gcl_command_runs_a_prompt_learner_with_mepo(tmp_path, smoke_home, monkeypatch):
-    """The MePo plug-in on a prompt learner: refined backbone + corrected alignment inside MISA."""
+@pytest.mark.parametrize("learner, align", [("misa", "corrected"), ("finetune", "official")])
+def test_gcl_command_runs_an_image_learner_with_mepo(tmp_path, smoke_home, monkeypatch, learner, align):
+    """The MePo plug-in on an image learner: refined backbone + alignment of the CLS feature before the head."""
     monkeypatch.setenv("MEPO_LAB_SMOKE", "1")
-    out = tmp_path / "misa"
-    main(["gcl", "--learner", "misa", "--backbone", "mepo", "--align", "corrected", "--out", str(out),
-          "--data-home", str(smoke_home), "--no-progress"])
+    out = tmp_path / learner
+    main(["gcl", "--learner", learner, "--backbone", "mepo", "--align", align, "--out", str(out),
+          "--data-home", str(smoke_home), "--no-progress", "--set", "align.official_singleton=skip"])
     row = json.loads((out / "results.json").read_text())[0]
-    assert (row["method"], row["backbone"], row["alignment"]) == ("misa", "mepo", "corrected")
+    assert (row["method"], row["backbone"], row["alignment"]) == (learner, "mepo", align)
     run = json.loads(next((out / "runs").glob("*.json")).read_text())
-    assert run["meta"]["learner"]["transform"] == "corrected" and run["meta"]["gcl"]["train_mask"] == "batch"
+    assert run["meta"]["learner"]["transform"] == align
+    if learner == "misa":
+        assert run["meta"]["gcl"]["train_mask"] == "batch"
+
+
+def test_empty_seed_list_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["gcl", "--set", "seeds=", "--no-progress"])
+    assert exc.value.code == 2 and "seeds= is empty: give at least one value" in capsys.readouterr().err

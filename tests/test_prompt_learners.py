@@ -136,7 +136,7 @@ def test_alignment_sees_the_prompted_feature_not_the_query():
     assert len(spy.seen) == 1 and not torch.allclose(spy.seen[0], query)
 
 
-@pytest.mark.parametrize("name", ["l2p", "dualprompt", "linear"])
+@pytest.mark.parametrize("name", ["l2p", "dualprompt", "finetune", "linear"])
 def test_running_alignment_counts_each_new_sample_once(name):
     """With 3 online iterations a batch is transformed 3 times but enters the running statistics once."""
     from mepo_lab.mepo.alignment import CorrectedAlignment

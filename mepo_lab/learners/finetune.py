@@ -5,7 +5,8 @@ overwritten (catastrophic forgetting). Adam with two learning rates — ``backbo
 (small: the protocol's 5e-3 would wreck a pretrained backbone) and ``head_lr`` for the head. Every
 update re-augments the batch (``augment``, :class:`~mepo_lab.data.online_augment.OnlineAugment`; the
 runner passes the protocol's crop + flip + AutoAugment, a bare learner flips per image).
-Loss per update: ``CE(h(norm(ViT(aug(x))))_CLS + mask, y)``.
+Loss per update: ``CE(h(g(norm(ViT(aug(x)))_CLS)) + mask, y)``, with ``g`` MePo's output alignment when one is
+given (identity otherwise), applied to the CLS feature right before the head as for the prompt learners.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mepo_lab.backbones.base import cls_features
 from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
-from mepo_lab.protocols.learner import Learner, StepContext, logit_mask
+from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
 
 
 class FinetuneLearner(Learner):
@@ -29,8 +30,8 @@ class FinetuneLearner(Learner):
 
     def __init__(self, backbone: torch.nn.Module, head_lr: float = 5e-3, backbone_lr: float = 1e-4,
                  preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True,
-                 augment: OnlineAugment | None = None) -> None:
-        self.source, self.head_lr, self.backbone_lr = backbone, head_lr, backbone_lr
+                 augment: OnlineAugment | None = None, transform: FeatureTransform | None = None) -> None:
+        self.source, self.head_lr, self.backbone_lr, self.transform = backbone, head_lr, backbone_lr, transform
         self.pre, self.use_amp = preprocess, amp
         self.augment = OnlineAugment("flip", "sample") if augment is None else augment
 
@@ -48,28 +49,33 @@ class FinetuneLearner(Learner):
         x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         self.backbone.train()
-        for _ in range(ctx.online_iter):
+        for i in range(ctx.online_iter):
             with self.amp.autocast():
-                z = self.head(cls_features(self.backbone, self.pre(x, self.augment))).float()
+                feat = cls_features(self.backbone, self.pre(x, self.augment)).float()
+            z = self.head(self.train_features(feat, update=i == 0))  # each sample enters running statistics once
             loss = F.cross_entropy(z if mask is None else z + mask, y)
             self.amp.step(loss, self.opt)
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:
-        return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict()}
+        return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
+                "transform": self._transform_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.backbone.load_state_dict(state["backbone"])
         self.head.load_state_dict(state["head"])
         self.opt.load_state_dict(state["opt"])
+        self._load_transform_state(state.get("transform", {}))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.backbone.eval()
         with self.amp.autocast():
-            return self.head(cls_features(self.backbone, self.pre(x.to(self.device)))).float()
+            feat = cls_features(self.backbone, self.pre(x.to(self.device))).float()
+        return self.head(self.eval_features(feat))
 
     def describe(self) -> dict:
         return {"name": self.name, "head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "optimizer": "Adam",
                 "preprocess": self.pre.id, "augment": self.augment.id,
-                "precision": self.amp.describe() if hasattr(self, "amp") else None}
+                "precision": self.amp.describe() if hasattr(self, "amp") else None,
+                "transform": getattr(self.transform, "name", None)}
