@@ -157,6 +157,75 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
                    out_path=out_path, device=pick_device(preset.device), progress=progress, resume=resume)
 
 
+def run_one(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",
+            feats: WorldFeatures | None = None, dataset: str = "synthetic", normalization: str = "dataset",
+            data_kwargs: dict | None = None, data_home: str | Path | None = None, progress: bool = True,
+            **run_kwargs) -> RunResult:
+    """One run of any learner: image learners on images (:func:`run_on_images`), the others on the backbone's
+    cached features (``feats``, computed when not given) with its meta covariance when aligning."""
+    if learner in IMAGE_LEARNERS:
+        return run_on_images(preset, learner, backbone, seed, alignment=alignment, dataset=dataset,
+                             normalization=normalization, data_kwargs=data_kwargs, data_home=data_home,
+                             progress=progress, **run_kwargs)
+    if feats is None:
+        feats = world_features(preset, backbone, data_home, progress, dataset=dataset, normalization=normalization,
+                               data_kwargs=data_kwargs)
+    if alignment != "none":
+        with_covariance(preset, feats, data_home, progress)
+    return run_on_features(preset, learner, feats, seed, alignment=alignment, progress=False, **run_kwargs)
+
+
+def backbone_features(preset: Preset, kinds: Iterable[str] = ("pretrained", "mepo"), *, covariance: bool = True,
+                      data_home: str | Path | None = None, progress: bool = True) -> dict[str, WorldFeatures]:
+    """``{name: WorldFeatures}`` of the named backbones on the synthetic world, each with its meta covariance."""
+    feats = {}
+    for kind in kinds:
+        feats[kind] = world_features(preset, get_backbone(kind, preset, data_home, progress), data_home, progress)
+        if covariance:
+            with_covariance(preset, feats[kind], data_home, progress)
+    return feats
+
+
+def feature_runner(preset: Preset, feats: WorldFeatures | dict[str, WorldFeatures], learner: str = "linear"
+                   ) -> Callable[..., RunResult]:
+    """``run(seed=1, backbone=None, alignment="none", alpha=None, callbacks=(), **stream)`` for the widgets.
+
+    ``stream`` overrides fields of :class:`~mepo_lab.config.StreamConfig` (``n``, ``m``, ``n_tasks``,
+    ``stochastic``); ``backbone`` picks one of ``feats`` when it is a dict. Each call is one feature-cached
+    run (seconds).
+    """
+    from dataclasses import fields
+
+    from mepo_lab.config import StreamConfig, override
+
+    knobs = {f.name for f in fields(StreamConfig)}
+
+    def run(seed: int = 1, backbone: str | None = None, alignment: str = "none", alpha: float | None = None,
+            callbacks: Iterable[Any] = (), **stream) -> RunResult:
+        unknown = sorted(set(stream) - knobs)
+        if unknown:
+            raise ValueError(f"unknown stream setting(s) {unknown}: choose from {sorted(knobs)}")
+        chosen = feats if isinstance(feats, WorldFeatures) else feats[backbone or next(iter(feats))]
+        p = override(preset, {f"stream.{k}": v for k, v in stream.items()}) if stream else preset
+        return run_on_features(p, learner, chosen, seed, alignment=alignment, alpha=alpha, callbacks=callbacks,
+                               progress=False)
+    return run
+
+
+def compare_backbones(preset: Preset, backbones: dict[str, Backbone], learner: str = "linear", *,
+                      alignment: str = "none", seeds: Iterable[int] | None = None,
+                      data_home: str | Path | None = None, progress: bool = False) -> list[dict]:
+    """One flat result row per backbone and seed (``backbone`` = the dict's key), for tables and paired gains."""
+    rows = []
+    for name, backbone in backbones.items():
+        feats = world_features(preset, backbone, data_home, progress)
+        for seed in preset.seeds if seeds is None else seeds:
+            run = run_one(preset, learner, backbone, seed, alignment=alignment, feats=feats, data_home=data_home,
+                          progress=progress)
+            rows.append(run.summary() | {"backbone": name})
+    return rows
+
+
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,
              data_home: str | Path | None = None, progress: bool = True, dataset: str = "synthetic",
              normalization: str = "dataset", data_kwargs: dict | None = None,
@@ -181,12 +250,8 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
     for seed in preset.seeds:
         for learner, kind, alignment in combos:
             path = out / "runs" / f"{learner}_{kind}_{alignment}_seed{seed}.json"
-            if learner in IMAGE_LEARNERS:
-                run = run_on_images(preset, learner, backbones[kind], seed, alignment=alignment, data_home=data_home,
-                                    out_path=path, progress=progress, resume=True, **data)
-            else:
-                run = run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
-                                      out_path=path, resume=True)
+            run = run_one(preset, learner, backbones[kind], seed, alignment=alignment, feats=feats.get(kind),
+                          data_home=data_home, progress=progress, out_path=path, resume=True, **data)
             runs.append(run)
             rows.append(run.summary())
             paths.atomic_save_json(out / "results.json", rows)

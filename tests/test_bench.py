@@ -15,3 +15,14 @@ def test_learner_and_gpu_benchmarks_report_rows(smoke_preset, smoke_home):
     assert math.isclose(stream["ratio"], stream["measured"] / 0.3) and stream["kind"] == "<="
     text = format_report(report)
     assert "ratio" in text.splitlines()[0] and "stream build" in text
+
+
+def test_refine_and_live_panel_benchmarks_report_ratios(smoke_preset, smoke_home):
+    report = run_benchmarks(smoke_preset, only=["refine", "widgets"], data_home=smoke_home)
+    rows = {r["name"].split(" (")[0].split(" /")[0]: r for r in report}
+    refine = rows["MePo refinement"]
+    assert refine["kind"] == "<=" and refine["measured"] > 0 and "steps" in refine["note"]
+    memory = next(r for r in report if r["name"].startswith("tensor memory"))
+    assert 0 < memory["measured"] < 10  # the anchor copy is counted (≈ 1), not every tensor of the process
+    live = next(r for r in report if r["name"].startswith("live panel"))
+    assert live["measured"] >= 1 and "redraws of 50 evaluations" in live["note"]

@@ -99,3 +99,23 @@ def test_a_later_repeat_draws_fresh_images_of_the_same_classes(imagenet_like):
         assert set(a.indices) != set(c.indices)
         assert np.bincount(imagenet_like[c.indices], minlength=1000)[c.classes].tolist() == [200, 200]
     assert set(first.joint) != set(second.joint) and set(imagenet_like[second.joint]) == set(first.classes)
+
+
+@pytest.mark.parametrize("index", ["double", "direct"])
+def test_groups_at_the_cpu_preset_sizes_students_run(index):
+    """284 pretraining classes in groups of 40 (notebook 02 at the cpu preset): 7 disjoint groups, 4 sit out."""
+    from dataclasses import replace
+
+    from mepo_lab.config import PRESETS
+    from mepo_lab.data.synthetic import SyntheticWorld
+
+    preset = PRESETS["cpu"]()
+    labels = SyntheticWorld(preset.world).targets("pretrain", "train")  # indices only, no image rendered
+    sampler = PseudoTaskSampler(labels, replace(preset.mepo, class_index=index))
+    for epoch in (0, 1):
+        groups = np.concatenate([sampler.group(epoch, g).classes for g in range(sampler.n_groups)])
+        resting = sampler.resting_classes(epoch)
+        assert sampler.n_groups == 7 and len(resting) == 4 and len(set(groups)) == 280
+        assert sorted([*groups, *resting]) == list(range(284))
+    other = PseudoTaskSampler(labels, replace(preset.mepo, class_index="direct" if index == "double" else "double"))
+    assert set(sampler.resting_classes(0)) != set(other.resting_classes(0))

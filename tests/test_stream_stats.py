@@ -166,7 +166,9 @@ def test_plots_accept_and_return_axes(small, plot):
 def test_overview_figure(small):
     stream, st = small
     for fig in (plot_stream_overview(stream), plot_stream_overview(stream, st)):
-        assert isinstance(fig, Figure) and len(fig.axes) == 3
+        assert isinstance(fig, Figure) and len(fig.axes) == 5  # raster + 2 colour bars, composition, shares
+        bars = [ax.get_ylabel() for ax in fig.axes if "samples per bin" in ax.get_ylabel()]
+        assert len(bars) == 2 and bars[0].startswith("disjoint") and bars[1].startswith("blurry")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=40)
     assert buf.tell() > 0

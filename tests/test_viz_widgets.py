@@ -50,29 +50,6 @@ def test_world_plots(smoke_preset):
         plt.close(fig)
 
 
-def test_live_run_panel_runs_headless():
-    from mepo_lab.widgets import LivePlot, live_run_panel, stream_explorer
-
-    calls = []
-
-    def run(n, m, n_tasks, seed, stochastic, callbacks):
-        calls.append((n, m, n_tasks, seed, stochastic))
-        res = fake_run()
-        for cb in callbacks:
-            cb.on_eval(res)
-            cb.on_run_end(res)
-        return res
-
-    panel = live_run_panel(run)
-    panel.run()
-    assert calls == [(50, 10, 5, 1, True)]
-    assert stream_explorer(np.repeat(np.arange(10), 20)) is not None
-    live = LivePlot(every=2)
-    for _ in range(3):
-        live.on_eval(fake_run())  # draws on the 2nd evaluation only; must not raise headless
-    assert live.n_evals == 3
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebooks_are_committed_without_outputs_and_start_with_badge_and_install(path):
     nb = json.loads(path.read_text())
@@ -82,36 +59,78 @@ def test_notebooks_are_committed_without_outputs_and_start_with_badge_and_instal
     assert "%pip install" in "".join(code[0]["source"])
 
 
-def test_mepo_plots_and_pseudo_task_explorer():
+def test_mepo_plots_draw():
     from mepo_lab.config import MePoConfig
     from mepo_lab.mepo.pseudo_tasks import PseudoTaskSampler
     from mepo_lab.viz.mepo import plot_alignment_errors, plot_pseudo_timeline, plot_refinement, plot_spectrum
-    from mepo_lab.widgets import LiveRefinePlot, pseudo_task_explorer
 
     labels = np.repeat(np.arange(12), 10)
     sampler = PseudoTaskSampler(labels, MePoConfig(group_size=6, tasks_per_group=3, samples_per_class=4,
                                                    batch_size=8))
-    log = [{"seq_loss": 2.0, "seq_acc": 0.3, "joint_loss": 1.5, "joint_acc": 0.5, "inner_distance": 1.0}] * 3
-    for fig in (plot_pseudo_timeline(sampler), plot_refinement(log), plot_spectrum({"I": np.eye(4)}),
+    for fig in (plot_pseudo_timeline(sampler), plot_refinement(REFINE_LOG, group_size=6),
+                plot_spectrum({"I": np.eye(4)}),
                 plot_alignment_errors([8, 16], {"official": [10.0, 9.0], "corrected": [1.0, 0.1]}, 12)):
         assert fig.axes
         plt.close(fig)
-    assert pseudo_task_explorer(labels, group_size=6, tasks_per_group=3, samples_per_class=4) is not None
-    live = LiveRefinePlot(every=2)
-    for entry in log:
-        live.on_group_end(entry)
-    assert len(live.log) == 3
 
 
-def test_ablation_explorer_runs_every_seed():
+REFINE_LOG = [{"meta_epoch": e, "group": g, "seq_loss": 2.0, "seq_acc": 0.3, "joint_loss": 1.5, "joint_acc": 0.5,
+               "inner_distance": 1.0} for e in range(2) for g in range(3)]
+
+
+def test_refinement_plot_marks_meta_epochs_and_the_uniform_guess():
+    from mepo_lab.viz.mepo import plot_refinement
+
+    fig = plot_refinement(REFINE_LOG, group_size=40)
+    loss = fig.axes[0]
+    assert [ln.get_xdata()[0] for ln in loss.lines if ln.get_linestyle() == ":"] == [2.5]  # one epoch boundary
+    dashed = [ln for ln in loss.lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(np.log(40))
+    plt.close(fig)
+
+
+def test_forgetting_heatmap_masks_classes_not_seen_yet():
+    from mepo_lab.viz.runs import plot_class_forgetting, seen_mask
+
+    run = fake_run()  # 3 exposed classes; one seen at the end of task 0, three at the end of task 1
+    run.task_end_n_seen = [1, 3]
+    np.testing.assert_array_equal(seen_mask(run), [[True, False, False], [True, True, True]])
+    run.task_end_n_seen = []  # an older record: inferred from the anytime evaluations
+    np.testing.assert_array_equal(seen_mask(run), [[True, False, False], [True, True, True]])
+    fig = plot_class_forgetting(run)
+    mesh = fig.axes[0].collections[0]
+    assert np.ma.count_masked(mesh.get_array()) == 2 and "not seen yet" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_metric_panels_say_which_way_is_better_and_paired_differences_draw():
+    from mepo_lab.protocols.results import paired_difference
+    from mepo_lab.viz.runs import plot_metric_bars, plot_paired_differences
+
+    rows = [fake_run(backbone=b, seed=s, drop=d).summary() for s, d in ((1, 0.3), (2, 0.1))
+            for b in ("pretrained", "mepo")]
+    fig = plot_metric_bars(rows)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "F_last (lower is better)" in titles and "A_auc (higher is better)" in titles
+    plt.close(fig)
+    diff = paired_difference(rows, {"backbone": "mepo"}, {"backbone": "pretrained"}, "F_last")
+    fig = plot_paired_differences({"mepo − pretrained": diff})
+    assert "lower is better" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_ablation_explorer_runs_every_seed_with_the_chosen_knobs():
     from mepo_lab.widgets import ablation_explorer
 
     calls = []
 
     def run(n, m, n_tasks, stochastic, alpha, backbone, alignment, seed):
-        calls.append((backbone, alignment, alpha, seed))
+        calls.append((n, backbone, alignment, alpha, seed))
         return fake_run(seed=seed)
 
     panel = ablation_explorer(run, backbones=["pretrained", "mepo"], seeds=(1, 2))
+    panel.knobs["backbone"].value, panel.knobs["alignment"].value = "mepo", "corrected"
+    panel.knobs["alpha"].value, panel.knobs["n"].value = 0.3, 70
     panel.run()
-    assert calls == [("pretrained", "none", 0.5, 1), ("pretrained", "none", 0.5, 2)]
+    assert calls == [(70, "mepo", "corrected", 0.3, 1), (70, "mepo", "corrected", 0.3, 2)]
+    assert len(panel.last) == 2 and panel.status.value.startswith("done in") and "A_auc 73.0%" in panel.status.value

@@ -66,6 +66,32 @@ def bench_gcl(preset: Preset, **_) -> list[dict]:
     return rows
 
 
+def bench_widgets(preset: Preset, **_) -> list[dict]:
+    """A Run press of a live panel against the bare run: the CIFAR-100-scale feature-cached ``linear`` run with a
+    :class:`~mepo_lab.widgets.LivePlot` (throttled redraws rendered to PNG, as in a notebook) attached."""
+    import ipywidgets as W
+
+    from mepo_lab.learners import make_learner
+    from mepo_lab.protocols.online import run_gcl
+    from mepo_lab.protocols.streams import si_blurry
+    from mepo_lab.widgets import LivePlot
+
+    xtr, ytr, xte, yte = cifar_like_features()
+    stream = si_blurry(ytr, n_tasks=5, n=50, m=10, seed=1)
+    live: list = []
+
+    def once(watch: bool) -> None:
+        callbacks = [LivePlot(W.Output())] if watch else []
+        live.extend(callbacks)
+        run_gcl(make_learner("linear"), xtr.float(), xte.float(), yte, stream, GCLConfig(), callbacks=callbacks,
+                progress=False)
+
+    bare, watched = best_of(lambda: once(False), repeat=2), best_of(lambda: once(True), repeat=2)
+    plot = live[-1]
+    return [row("live panel Run press / bare run (feature-cached, CIFAR-100 scale)", watched / bare, 1.5, "x", True,
+                f"{watched:.2f} s vs {bare:.2f} s; {plot.n_draws} redraws of {plot.n_evals} evaluations")]
+
+
 def bench_backbone(preset: Preset, data_home=None, **_) -> list[dict]:
     """Micro-ViT pretraining time (as recorded when it was trained) and linear-probe accuracies."""
     from mepo_lab.backbones.pretrain import pretrained_backbone, random_backbone

@@ -42,7 +42,8 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
                   callbacks: Iterable[Any] = (), folder: str | Path | None = None) -> Backbone:
     """The MePo-refined backbone after ``meta_epoch`` (default ``preset.mepo.meta_epochs``) meta-epochs.
 
-    Loads ``meta_{E}.pth`` when present; otherwise refines (resuming a killed run) and saves it.
+    Loads ``meta_{E}.pth`` when present (callbacks with ``on_cached(info)`` then get the stored log, for live
+    plots to replay); otherwise refines (resuming a killed run) and saves it.
     ``source`` defaults to the cached pretrained micro ViT of ``preset``; ``folder`` to
     :func:`mepo_folder`. Real pretraining data: :func:`mepo_lab.mepo.real.refine_real`.
     """
@@ -50,7 +51,8 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
     folder = Path(folder) if folder is not None else mepo_folder(preset, source, data_home)
     epochs = meta_epoch or preset.mepo.meta_epochs
     path = folder / f"meta_{epochs}.pth"
-    if not path.exists():
+    cached = path.exists()
+    if not cached:
         world = SyntheticWorld(preset.world)
         data = world.dataset("pretrain", "train")
         refiner = MetaRefiner(copy.deepcopy(source.model), ArraySource(data.images, data.targets), preset.mepo,
@@ -59,6 +61,10 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
         refiner.run(epochs, callbacks=callbacks, progress=progress)
     model = load_mepo_backbone(path, create_micro_vit(preset.vit, preset.world.image_size))
     info = read_info(folder) | {"folder": str(folder), "meta_epoch": epochs, "source": source.weights_hash}
+    if cached:  # nothing ran: let live plots replay the stored curves
+        for cb in callbacks:
+            if hasattr(cb, "on_cached"):
+                cb.on_cached({**info, "log": [e for e in info["log"] if e["meta_epoch"] < epochs]})
     return Backbone(model, "mepo", weights_hash(model), info)
 
 

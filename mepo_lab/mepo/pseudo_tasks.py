@@ -1,7 +1,8 @@
 """Pseudo task sequences cut from a labelled pretraining set (MePo, ``docs/reference/mepo.md#pseudo-tasks``).
 
 One **meta-epoch** = a fresh random permutation of the C pretraining classes, cut into
-``C // group_size`` **groups** (one Reptile update each; leftover classes sit out that epoch). Each
+``C // group_size`` **groups** (one Reptile update each); the ``C mod group_size`` classes left over sit out
+that epoch (:meth:`PseudoTaskSampler.resting_classes`), a different draw every epoch. Each
 group's classes are cut into ``tasks_per_group`` **pseudo tasks** of ``group_size // tasks_per_group``
 classes, trained in sequence — a simulated class-incremental stream. For every pseudo task,
 ``samples_per_class`` images per class are drawn afresh (without replacement inside the draw,
@@ -99,6 +100,15 @@ class PseudoTaskSampler:
         else:
             joint = self.draw(classes, (meta_epoch, g, JOINT, *tag))
         return PseudoGroup(meta_epoch, g, classes, tasks, joint)
+
+    def resting_classes(self, meta_epoch: int) -> np.ndarray:
+        """Classes that sit out ``meta_epoch``: the last ``C mod group_size`` of its class order (sorted).
+
+        The groups of a meta-epoch are disjoint and cover every other class; with ``class_index="double"``
+        and ``"direct"`` different classes sit out, since their orders differ.
+        """
+        used = self.n_groups * self.cfg.group_size
+        return np.sort(self.class_order(meta_epoch)[used:])
 
     def epoch(self, meta_epoch: int) -> list[PseudoGroup]:
         """All groups of one meta-epoch, in training order."""

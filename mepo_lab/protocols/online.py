@@ -193,6 +193,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
         else:
             res.task_end_samples.append(st.samples)
             res.task_end_acc.append(acc)
+            res.task_end_n_seen.append(len(st.exposure.order))
             res.class_acc.append(cls_acc.tolist())
         res.exposed_classes = list(st.exposure.order)
         res.wall_seconds = elapsed + time.perf_counter() - start

@@ -40,8 +40,14 @@ def plot_pseudo_timeline(sampler: PseudoTaskSampler, meta_epoch: int = 0, max_gr
     return ax.figure
 
 
-def plot_refinement(log: Sequence[dict], axes=None):
-    """Per meta-iteration: sequential and joint loss (left), accuracy (middle), inner distance (right)."""
+def plot_refinement(log: Sequence[dict], axes=None, group_size: int | None = None):
+    """Per meta-iteration: sequential and joint loss (left), accuracy (middle), inner distance (right).
+
+    Dotted vertical lines separate meta-epochs (each reshuffles the classes into new groups). With
+    ``group_size`` the loss panel also shows ``ln(group_size)``, the loss of a uniform guess over the
+    group's classes: an inner loop that learns sits below it. (Under the official multiplicative mask the
+    other pretraining classes stay in the softmax with logit 0, so an untrained head starts *above* it.)
+    """
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(12, 3))
     it = np.arange(len(log))
@@ -49,10 +55,18 @@ def plot_refinement(log: Sequence[dict], axes=None):
         axes[0].plot(it, [e[f"{key}_loss"] for e in log], label=label)
         axes[1].plot(it, [100 * e[f"{key}_acc"] for e in log], label=label)
     axes[2].plot(it, [e["inner_distance"] for e in log], color="C2")
-    axes[0].set(xlabel="meta-iteration", ylabel="cross-entropy", title="inner-loop loss")
+    epochs = [e.get("meta_epoch", 0) for e in log]
+    for i in range(1, len(log)):
+        if epochs[i] != epochs[i - 1]:
+            for ax in axes:
+                ax.axvline(i - 0.5, color="0.6", ls=":", lw=1)
+    if group_size:
+        axes[0].axhline(np.log(group_size), color="crimson", ls="--", lw=1,
+                        label=f"ln {group_size}: uniform guess in the group")
+    axes[0].set(xlabel="meta-iteration", ylabel="cross-entropy", title="inner-loop loss (dotted: meta-epochs)")
     axes[1].set(xlabel="meta-iteration", ylabel="batch accuracy (%)", title="inner-loop accuracy")
     axes[2].set(xlabel="meta-iteration", ylabel="‖θ − θ0‖", title="distance moved before each Reptile step")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     axes[0].figure.tight_layout()
     return axes[0].figure
 

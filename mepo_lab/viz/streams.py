@@ -35,18 +35,24 @@ def plot_stream_raster(stats: StreamStatistics, ax: Axes | None = None) -> Axes:
 
     Si-Blurry (Moon et al., ICCV 2023, MVP) as implemented in the MISA/MePo
     ``utils/onlinesampler.py``. Cell ``(r, b)`` = samples of class ``raster_classes[r]`` in time
-    bin ``b``; disjoint classes use a blue colormap, blurry ones orange, empty cells are white;
-    dashed lines mark task boundaries (x axis in stream positions).
+    bin ``b``; disjoint classes use a blue colormap, blurry ones orange (one colour bar each, in samples
+    per time bin), empty cells are white; dashed lines mark task boundaries (x axis in stream positions).
     """
     ax = _axes(ax, (9, 4.5))
     raster = stats.raster
     is_dis = stats.class_is_disjoint[stats.raster_classes][:, None]
     extent = (0, max(stats.n_samples, 1), raster.shape[0], 0)
     vmax = max(int(raster.max()), 1)
-    for rows, cmap in ((~is_dis, "Oranges"), (is_dis, "Blues")):
+    images = {}
+    for rows, cmap, kind in ((~is_dis, "Oranges", "blurry"), (is_dis, "Blues", "disjoint")):
         masked = np.ma.masked_where(~rows | (raster == 0), raster)
-        ax.imshow(masked, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=vmax,
-                  extent=extent)
+        images[kind] = ax.imshow(masked, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=vmax,
+                                 extent=extent)
+    bin_size = max(stats.n_samples, 1) / max(stats.n_bins, 1)
+    for kind in ("disjoint", "blurry"):
+        bar = ax.figure.colorbar(images[kind], ax=ax, pad=0.01, fraction=0.03)
+        bar.set_label(f"{kind}: samples per bin (~{bin_size:.0f} samples)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     _task_lines(ax, stats)
     ax.set_xlabel("position in stream (samples)")
     ax.set_ylabel("class (sorted by first appearance)")
