@@ -94,3 +94,44 @@ def plot_alignment_errors(batch_sizes: Sequence[int], errors: dict[str, Sequence
     ax.set(xlabel="batch size B", ylabel="relative error of cov(F̂)", title="does the transform reach Σ?")
     ax.legend(fontsize=8)
     return ax.figure
+
+
+def plot_reptile_toy(tasks=None, theta0=(0.0, -1.5), eta: float = 0.3, meta_iterations: int = 25, ax=None):
+    """The bi-level loop on two 2-D quadratic pseudo tasks (:mod:`mepo_lab.mepo.toy`).
+
+    Contours of task 1 (blue) and task 2 (orange); the first meta-iteration's inner loop (task 1, then task 2,
+    then the joint pass) as a path; the Reptile step from θ0 a fraction η towards its end (red arrow); the
+    meta-parameters after every update (black dots) and the joint optimum (star). The right panel: how much
+    training on task 2 makes task 1 forget, from each meta-iterate.
+    """
+    from mepo_lab.mepo.toy import ToyTasks, forgetting, inner_trajectory, joint_optimum, reptile_path
+
+    tasks = tasks or ToyTasks()
+    if ax is None:
+        _, (ax, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": (1.3, 1)})
+    else:
+        right = None
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 120), np.linspace(-2, 1.6, 120)), -1)
+    for task, cmap in ((1, "Blues"), (2, "Oranges")):
+        ax.contour(grid[..., 0], grid[..., 1], tasks.loss(task, grid), levels=8, cmap=cmap, linewidths=0.8)
+    inner = inner_trajectory(tasks, np.asarray(theta0))
+    steps = (len(inner) - 1) // 3
+    for k, (color, label) in enumerate((("C0", "SGD on pseudo task 1"), ("C1", "then pseudo task 2"),
+                                        ("0.3", "then the joint pass"))):
+        seg = inner[k * steps:(k + 1) * steps + 1]
+        ax.plot(seg[:, 0], seg[:, 1], "-", color=color, lw=1.5, marker=".", ms=3, label=label)
+    meta = reptile_path(tasks, theta0, eta, meta_iterations)
+    ax.annotate("", xy=meta[1], xytext=meta[0], arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 2})
+    ax.plot(meta[:, 0], meta[:, 1], "k.", ms=5, label=f"θ after each Reptile step (η = {eta})")
+    best = joint_optimum(tasks)
+    ax.plot(*best, "*", color="gold", mec="black", ms=14, label="joint optimum")
+    ax.set(xlabel="θ₁", ylabel="θ₂", title="one meta-iteration and the meta-trajectory", aspect="equal")
+    ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+    if right is not None:
+        right.plot([forgetting(tasks, th) for th in meta], marker="o", ms=3, label="from the meta-iterate")
+        right.axhline(forgetting(tasks, best), color="gold", ls="--", label="from the joint optimum")
+        right.set(xlabel="meta-iteration", ylabel="task-1 loss added by training on task 2",
+                  title="forgetting along the meta-trajectory")
+        right.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure
