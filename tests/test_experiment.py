@@ -80,3 +80,50 @@ def test_zoo_backbone_offline_is_one_clear_error(smoke_preset, tmp_path, monkeyp
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="offline mode"):
         get_backbone("dino", smoke_preset)
+
+
+def _fake_world_features(kind: str, seed: int = 0):
+    """WorldFeatures over clustered Gaussians: a feature-cached run without any backbone or image."""
+    from mepo_lab.backbones.base import Backbone
+    from mepo_lab.backbones.features import FeatureSet
+    from mepo_lab.experiment import WorldFeatures
+
+    x, y, xte, yte, cov = clustered(n_classes=10, per_class=30, dim=8, seed=seed)
+    sets = [FeatureSet(f.numpy().astype(np.float16), t, f"key-{kind}", "fake", kind) for f, t in ((x, y), (xte, yte))]
+    import torch
+
+    return WorldFeatures(Backbone(torch.nn.Identity(), kind, kind), *sets, covariance=cov)
+
+
+def test_feature_runner_overrides_the_stream_and_picks_the_backbone():
+    from mepo_lab.config import PRESETS, override
+    from mepo_lab.experiment import feature_runner
+
+    preset = override(PRESETS["cpu"](), {"gcl.eval_period": 50, "stream.n_tasks": 2})  # the sizes students run
+    feats = {"pretrained": _fake_world_features("pretrained"), "mepo": _fake_world_features("mepo", seed=1)}
+    run = feature_runner(preset, feats)
+    a = run(seed=2, backbone="mepo", alignment="corrected", alpha=0.3, m=0, n=100)
+    assert (a.backbone, a.alignment, a.seed) == ("mepo", "corrected", 2) and a.meta["alpha"] == 0.3
+    assert a.config["stream"]["m"] == 0 and a.config["stream"]["n"] == 100 and a.config["stream"]["n_tasks"] == 2
+    b = run(seed=2)  # defaults: the first backbone, no alignment, the preset's stream
+    assert b.backbone == "pretrained" and b.config["stream"]["m"] == preset.stream.m
+    with pytest.raises(ValueError, match=r"unknown stream setting\(s\) \['blurriness'\]"):
+        run(blurriness=3)
+
+
+def test_run_one_and_compare_backbones_on_the_embedded_default(smoke_preset, smoke_home):
+    from mepo_lab.experiment import compare_backbones, run_one
+    from mepo_lab.protocols.results import paired_difference
+
+    pretrained = get_backbone("pretrained", smoke_preset, smoke_home, progress=False)
+    run = run_one(smoke_preset, "ncm", pretrained, 1, data_home=smoke_home, progress=False)
+    assert run.method == "ncm" and run.finished
+    image = run_one(smoke_preset, "finetune", pretrained, 1, data_home=smoke_home, progress=False)
+    assert image.meta["learner"]["name"] == "finetune"
+    random = get_backbone("random", smoke_preset, smoke_home, progress=False)
+    rows = compare_backbones(smoke_preset, {"pretrained": pretrained, "random": random}, "linear",
+                             seeds=(1, 2), data_home=smoke_home)
+    assert [(r["backbone"], r["seed"]) for r in rows] == [("pretrained", 1), ("pretrained", 2), ("random", 1),
+                                                           ("random", 2)]
+    gain = paired_difference(rows, {"backbone": "pretrained"}, {"backbone": "random"})
+    assert gain["n"] == 2 and gain["seeds"] == [1, 2]
