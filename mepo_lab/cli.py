@@ -1,7 +1,7 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
-Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``bench``. Every preset field can be set with
-``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
+Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``bench``. Every preset field can be
+set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
 registered learner or backbone is reachable here without editing this file.

@@ -61,7 +61,10 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Si-Blurry stream knobs (``docs/reference/si_blurry.md#sampler``): T tasks, N % disjoint classes, M % blurred samples."""
+    """Si-Blurry stream knobs: T tasks, N % disjoint classes, M % blurred samples.
+
+    ``docs/reference/si_blurry.md#sampler``.
+    """
 
     n_tasks: int = 5
     n: int = 50
@@ -89,7 +92,9 @@ class GCLConfig:
 
 @dataclass(frozen=True)
 class MePoConfig:
-    """MePo meta post-refinement (``docs/reference/mepo.md#pseudo-tasks`` to ``#meta-covariance``); defaults are the official values.
+    """MePo meta post-refinement; defaults are the official values.
+
+    ``docs/reference/mepo.md#pseudo-tasks`` to ``#meta-covariance``.
 
     ``fidelity`` chooses the value of every switch left at ``None``: ``"official"`` reproduces the
     reference code, ``"corrected"`` fixes its documented discrepancies (see docs/fidelity.md and
@@ -124,7 +129,10 @@ class MePoConfig:
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """Output alignment in downstream GCL (``docs/reference/mepo.md#alignment``): ``mode`` none | official | corrected."""
+    """Output alignment in downstream GCL: ``mode`` none | official | corrected.
+
+    ``docs/reference/mepo.md#alignment``.
+    """
 
     mode: str = "none"
     alpha: float = 0.5
@@ -183,7 +191,7 @@ def _colab() -> Preset:
 
 
 def _paper() -> Preset:
-    # The protocol of the MISA/MePo scripts (docs/reference/si_blurry.md#training): CIFAR-100, Sup-21K ViT-B/16 at 224 px,
+    # The protocol of the MISA/MePo scripts (docs/reference/si_blurry.md#training): CIFAR-100, Sup-21K ViT-B/16,
     # 32 new samples x 3 online iterations, Adam 5e-3, evaluation every 1000 samples in batches of 128,
     # seeds 1..5 (GCL/main.py always runs five), the official MePo sizes.
     return Preset(name="paper", dataset="cifar100", backbone="sup21k", seeds=(1, 2, 3, 4, 5))

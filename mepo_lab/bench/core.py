@@ -184,7 +184,8 @@ def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
     return [row("MePo refinement / bare forward+backward (one group)", refine_s / bare_s, 1.10, "x", True,
                 f"{n_steps} steps: {refine_s:.2f} s vs {bare_s:.2f} s"),
             row("tensor memory beyond model, grads, SGD state and data", memory.extra / n_bytes, 1.05, "copies",
-                True, f"at the Reptile step: the anchor (1 copy = {n_bytes / 2**20:.2f} MiB) + masks and index batches")]
+                True, f"at the Reptile step: the anchor (1 copy = {n_bytes / 2**20:.2f} MiB) + masks and index "
+                "batches")]
 
 
 def _storage(t: torch.Tensor) -> tuple[int, int]:

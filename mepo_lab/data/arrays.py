@@ -1,4 +1,6 @@
-"""Real datasets as uint8 arrays for the GCL runner, cached on disk (preprocessing: :mod:`~mepo_lab.data.normalization`).
+"""Real datasets as uint8 arrays for the GCL runner, cached on disk.
+
+Their preprocessing: :mod:`~mepo_lab.data.normalization`.
 
 The runner indexes training images by stream position, so a dataset becomes one ``(N, 3, H, W)`` uint8
 array. CIFAR-100 stays at its native 32 × 32 (150 MB; the learner resizes each batch to the backbone's
