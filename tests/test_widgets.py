@@ -137,3 +137,16 @@ def test_refine_panel_toggles_zapping_and_replays_a_cached_refinement(smoke_pres
     panel.knobs["head_reset"].value = "none"
     panel.run()
     assert panel.last.weights_hash != zapped.weights_hash
+
+
+def test_stream_explorer_rebuilds_on_slider_moves_and_explains_impossible_streams(capsys, monkeypatch):
+    import mepo_lab.widgets.explorers as explorers
+
+    built = []
+    real = explorers.si_blurry
+    monkeypatch.setattr(explorers, "si_blurry", lambda *a, **k: built.append(k) or real(*a, **k))
+    box = explorers.stream_explorer(np.repeat(np.arange(10), 20))
+    box.sliders["m"].value = 40
+    assert built[-1] == {"n_tasks": 5, "n": 50, "m": 40, "seed": 1, "stochastic": True}
+    box.sliders["stochastic"].value, box.sliders["n_tasks"].value = False, 3  # 10 classes do not split in 3
+    assert "cannot build this stream" in capsys.readouterr().out
