@@ -19,10 +19,10 @@ from mepo_lab import paths
 from mepo_lab.config import Preset, get_preset
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.experiment import run_grid
-from mepo_lab.protocols.results import RunResult, aggregate, format_table
+from mepo_lab.protocols.results import RunResult, aggregate, format_difference, format_table, paired_difference
 from mepo_lab.protocols.stream_stats import stream_statistics
 from mepo_lab.protocols.streams import si_blurry
-from mepo_lab.viz.runs import plot_anytime, plot_class_forgetting, plot_metric_bars
+from mepo_lab.viz.runs import plot_anytime, plot_class_forgetting, plot_metric_bars, plot_paired_differences
 from mepo_lab.viz.streams import plot_stream_raster
 
 QUICKSTART_GRID = [
@@ -38,7 +38,8 @@ def quickstart(preset: str | Preset = "cpu", out: str | Path = "runs/quickstart"
                progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run the quickstart grid and write ``out/results.json``, ``out/runs/*.json`` and ``out/*.png``.
 
-    Returns ``{"rows": [...], "table": [...], "figures": [...], "seconds": float}``.
+    Returns ``{"rows": [...], "table": [...], "gains": {label: paired difference}, "figures": [...],
+    "seconds": float}``; the gains are each MePo ingredient's A_auc gain over the plain pretrained backbone.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     grid, out, start = grid or QUICKSTART_GRID, Path(out), time.perf_counter()
@@ -48,10 +49,29 @@ def quickstart(preset: str | Preset = "cpu", out: str | Path = "runs/quickstart"
     runs, rows = run_grid(preset, grid, out, data_home=data_home, progress=progress, log=log)
     log("[3/3] figures")
     figures = save_figures(runs, rows, out, preset)
-    table = aggregate(rows)
+    table, gains = aggregate(rows), mepo_gains(rows)
     log(format_table(table))
-    return {"rows": rows, "table": table, "figures": [str(p) for p in figures],
+    for label, diff in gains.items():
+        log(f"A_auc gain, paired by seed, {label}: {format_difference(diff)}")
+    return {"rows": rows, "table": table, "gains": gains, "figures": [str(p) for p in figures],
             "seconds": time.perf_counter() - start}
+
+
+MEPO_VARIANTS = {"alignment only (official)": ("pretrained", "official"),
+                 "alignment only (corrected)": ("pretrained", "corrected"),
+                 "refined backbone only": ("mepo", "none"), "MePo + official alignment": ("mepo", "official"),
+                 "MePo + corrected alignment": ("mepo", "corrected")}
+
+
+def mepo_gains(rows: list[dict], metric: str = "A_auc") -> dict[str, dict]:
+    """Paired differences (:func:`~mepo_lab.protocols.results.paired_difference`) of each MePo ingredient over
+    ``linear`` on the plain pretrained backbone, for the variants present in ``rows``."""
+    base = {"method": "linear", "backbone": "pretrained", "alignment": "none"}
+    present = {(r["method"], r["backbone"], r["alignment"]) for r in rows}
+    if ("linear", "pretrained", "none") not in present:
+        return {}
+    return {label: paired_difference(rows, {"method": "linear", "backbone": b, "alignment": a}, base, metric)
+            for label, (b, a) in MEPO_VARIANTS.items() if ("linear", b, a) in present}
 
 
 def _pick(runs: list[RunResult], **match) -> list[RunResult]:
@@ -59,7 +79,7 @@ def _pick(runs: list[RunResult], **match) -> list[RunResult]:
 
 
 def save_figures(runs: list[RunResult], rows: list[dict], out: Path, preset: Preset) -> list[Path]:
-    """Anytime accuracy, per-class forgetting, stream raster and metric bars as PNGs in ``out``."""
+    """Anytime accuracy, per-class forgetting, stream raster, metric bars and the paired MePo gains as PNGs."""
     s, seed = preset.stream, runs[0].seed
     plain_runs = _pick(runs, alignment="none") or runs
     plain_rows = [r for r in rows if r["alignment"] == "none"] or rows
@@ -72,6 +92,9 @@ def save_figures(runs: list[RunResult], rows: list[dict], out: Path, preset: Pre
     mepo_rows = [r for r in rows if r["method"] == "linear" and r["backbone"] in ("pretrained", "mepo")]
     if len({r["alignment"] for r in mepo_rows}) > 1:
         figs["mepo.png"] = plot_metric_bars(mepo_rows, x="alignment", hue="backbone")
+    gains = mepo_gains(rows)
+    if gains:  # the small effects, paired by seed: the bars' ± over seeds would swamp them
+        figs["mepo_gain.png"] = plot_paired_differences(gains)
     labels = SyntheticWorld(preset.world).targets("downstream", "train")  # indices only, no images
     stream = si_blurry(labels, n_tasks=s.n_tasks, n=s.n, m=s.m, seed=runs[0].stream_seed, stochastic=s.stochastic)
     figs["stream_raster.png"] = plot_stream_raster(stream_statistics(stream)).figure

@@ -81,9 +81,22 @@ def test_quickstart_smoke_writes_results_and_figures(tmp_path, smoke_home, monke
     for row in rows:
         assert {"method", "backbone", "alignment", "seed", *METRIC_KEYS, "wall_seconds"} <= set(row)
         assert 0 <= row["A_last"] <= 1
-    for name in ("anytime_accuracy", "class_forgetting", "stream_raster", "metrics", "mepo"):
+    for name in ("anytime_accuracy", "class_forgetting", "stream_raster", "metrics", "mepo", "mepo_gain"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert len(list((out / "runs").glob("*.json"))) == len(rows)
+
+
+def test_mepo_gains_pair_each_ingredient_with_the_plain_pretrained_backbone():
+    from mepo_lab.quickstart import mepo_gains
+
+    rows = [{"method": "linear", "backbone": b, "alignment": a, "seed": s, "A_auc": base + gain}
+            for s, base in ((1, 0.40), (2, 0.50))
+            for b, a, gain in (("pretrained", "none", 0.0), ("mepo", "none", -0.01), ("mepo", "corrected", 0.02))]
+    gains = mepo_gains(rows)
+    assert list(gains) == ["refined backbone only", "MePo + corrected alignment"]  # only what was run
+    assert gains["MePo + corrected alignment"]["mean"] == pytest.approx(0.02)
+    assert gains["refined backbone only"]["n"] == 2
+    assert mepo_gains([r for r in rows if r["backbone"] == "mepo"]) == {}
 
 
 def test_console_script_is_installed():
