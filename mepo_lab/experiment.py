@@ -28,7 +28,7 @@ from mepo_lab.device import pick_device
 from mepo_lab.learners import IMAGE_LEARNERS, make_learner
 from mepo_lab.mepo.alignment import make_alignment
 from mepo_lab.protocols.online import run_gcl
-from mepo_lab.protocols.results import RunResult
+from mepo_lab.protocols.results import RunResult, paired_difference
 from mepo_lab.protocols.streams import si_blurry
 from mepo_lab.registry import get_backbone, isa_prompts_for, meta_covariance_of
 
@@ -224,6 +224,31 @@ def compare_backbones(preset: Preset, backbones: dict[str, Backbone], learner: s
                           progress=progress)
             rows.append(run.summary() | {"backbone": name})
     return rows
+
+
+MEPO_VARIANTS = {"alignment only (official)": ("pretrained", "official"),
+                 "alignment only (corrected)": ("pretrained", "corrected"),
+                 "refined backbone only": ("mepo", "none"), "MePo + official alignment": ("mepo", "official"),
+                 "MePo + corrected alignment": ("mepo", "corrected")}
+
+
+def mepo_gains(rows: list[dict], metric: str = "A_auc") -> dict[str, dict]:
+    """Paired differences (:func:`~mepo_lab.protocols.results.paired_difference`) of each MePo ingredient over
+    ``linear`` on the plain pretrained backbone, for the variants present in ``rows``."""
+    base = {"method": "linear", "backbone": "pretrained", "alignment": "none"}
+    present = {(r["method"], r["backbone"], r["alignment"]) for r in rows}
+    if ("linear", "pretrained", "none") not in present:
+        return {}
+    return {label: paired_difference(rows, {"method": "linear", "backbone": b, "alignment": a}, base, metric)
+            for label, (b, a) in MEPO_VARIANTS.items() if ("linear", b, a) in present}
+
+
+def sweep(run: Callable[..., RunResult], knob: str, values: Iterable[Any], seeds: Iterable[int],
+          **fixed: Any) -> list[dict]:
+    """One run per value of ``knob`` and seed (``run`` as :func:`feature_runner` makes it); each flat row records
+    the value under ``knob``, ready for :func:`~mepo_lab.protocols.results.paired_difference` against another."""
+    seeds = list(seeds)
+    return [run(seed=seed, **fixed, **{knob: value}).summary() | {knob: value} for value in values for seed in seeds]
 
 
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 from mepo_lab import paths
 from mepo_lab.config import Preset, get_preset
 from mepo_lab.data.synthetic import SyntheticWorld
-from mepo_lab.experiment import run_grid
-from mepo_lab.protocols.results import RunResult, aggregate, format_difference, format_table, paired_difference
+from mepo_lab.experiment import mepo_gains, run_grid
+from mepo_lab.protocols.results import RunResult, aggregate, format_difference, format_table
 from mepo_lab.protocols.stream_stats import stream_statistics
 from mepo_lab.protocols.streams import si_blurry
 from mepo_lab.viz.runs import plot_anytime, plot_class_forgetting, plot_metric_bars, plot_paired_differences
@@ -55,23 +55,6 @@ def quickstart(preset: str | Preset = "cpu", out: str | Path = "runs/quickstart"
         log(f"A_auc gain, paired by seed, {label}: {format_difference(diff)}")
     return {"rows": rows, "table": table, "gains": gains, "figures": [str(p) for p in figures],
             "seconds": time.perf_counter() - start}
-
-
-MEPO_VARIANTS = {"alignment only (official)": ("pretrained", "official"),
-                 "alignment only (corrected)": ("pretrained", "corrected"),
-                 "refined backbone only": ("mepo", "none"), "MePo + official alignment": ("mepo", "official"),
-                 "MePo + corrected alignment": ("mepo", "corrected")}
-
-
-def mepo_gains(rows: list[dict], metric: str = "A_auc") -> dict[str, dict]:
-    """Paired differences (:func:`~mepo_lab.protocols.results.paired_difference`) of each MePo ingredient over
-    ``linear`` on the plain pretrained backbone, for the variants present in ``rows``."""
-    base = {"method": "linear", "backbone": "pretrained", "alignment": "none"}
-    present = {(r["method"], r["backbone"], r["alignment"]) for r in rows}
-    if ("linear", "pretrained", "none") not in present:
-        return {}
-    return {label: paired_difference(rows, {"method": "linear", "backbone": b, "alignment": a}, base, metric)
-            for label, (b, a) in MEPO_VARIANTS.items() if ("linear", b, a) in present}
 
 
 def _pick(runs: list[RunResult], **match) -> list[RunResult]:

@@ -47,3 +47,17 @@ def test_random_covariance_has_the_asked_spectrum():
     cov = random_covariance(np.array([3.0, 2.0, 0.5]), seed=1)
     np.testing.assert_allclose(np.linalg.eigvalsh(cov), [0.5, 2.0, 3.0])
     assert not np.allclose(cov, np.diag(np.diag(cov)))
+
+
+def test_mode_agreement_and_covariance_difference(data):
+    from mepo_lab.mepo.analysis import covariance_difference, mode_agreement
+
+    feats, target = data
+    assert mode_agreement(feats, target, alpha=0.0) == pytest.approx(1.0)  # α = 0: both return F itself
+    assert mode_agreement(feats, target, alpha=1.0) < 0.99  # unit-norm F̂ of two different formulas
+    same = covariance_difference(target, target)
+    assert same == {"frobenius": 0.0, "spectrum": 0.0}
+    scaled = covariance_difference(target, 2 * target)
+    assert scaled["frobenius"] == pytest.approx(1.0) and scaled["spectrum"] == pytest.approx(1.0)
+    rotated = covariance_difference(target, target[::-1, ::-1])  # same eigenvalues, other directions
+    assert rotated["spectrum"] == pytest.approx(0.0, abs=1e-12) and rotated["frobenius"] > 0.1

@@ -103,3 +103,24 @@ def test_cache_key_changes_with_any_config(smoke_preset):
     assert cache_key(replace(smoke_preset, world=replace(smoke_preset.world, seed=5))) != base
     assert cache_key(replace(smoke_preset, pretrain=replace(smoke_preset.pretrain, lr=1.0))) != base
     assert cache_key(replace(smoke_preset, gcl=replace(smoke_preset.gcl, lr=1.0))) == base
+
+
+def test_weight_distance_is_relative_and_ignores_the_head(smoke_preset):
+    import copy
+
+    import torch
+
+    from mepo_lab.backbones.base import weight_distance
+    from mepo_lab.backbones.micro_vit import create_micro_vit
+
+    a = create_micro_vit(smoke_preset.vit, 32, num_classes=3, seed=0)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b.head.weight.add_(100.0)  # a head is not part of a backbone
+    assert weight_distance(b, a) == 0.0
+    with torch.no_grad():
+        for p in b.parameters():
+            p.mul_(1.5)
+    assert weight_distance(b, a) == pytest.approx(0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="different architectures"):
+        weight_distance(torch.nn.Linear(2, 2), a)

@@ -87,7 +87,7 @@ def test_quickstart_smoke_writes_results_and_figures(tmp_path, smoke_home, monke
 
 
 def test_mepo_gains_pair_each_ingredient_with_the_plain_pretrained_backbone():
-    from mepo_lab.quickstart import mepo_gains
+    from mepo_lab.experiment import mepo_gains
 
     rows = [{"method": "linear", "backbone": b, "alignment": a, "seed": s, "A_auc": base + gain}
             for s, base in ((1, 0.40), (2, 0.50))

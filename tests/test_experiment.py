@@ -127,3 +127,18 @@ def test_run_one_and_compare_backbones_on_the_embedded_default(smoke_preset, smo
                                                            ("random", 2)]
     gain = paired_difference(rows, {"backbone": "pretrained"}, {"backbone": "random"})
     assert gain["n"] == 2 and gain["seeds"] == [1, 2]
+
+
+def test_sweep_tags_rows_with_the_knob_value():
+    from mepo_lab.experiment import sweep
+    from tests.test_viz_widgets import fake_run
+
+    calls = []
+
+    def run(seed, backbone, m):
+        calls.append((seed, backbone, m))
+        return fake_run(seed=seed, backbone=backbone)
+
+    rows = sweep(run, "m", (0, 50), seeds=(1, 2), backbone="mepo")
+    assert calls == [(1, "mepo", 0), (2, "mepo", 0), (1, "mepo", 50), (2, "mepo", 50)]
+    assert [(r["m"], r["seed"]) for r in rows] == [(0, 1), (0, 2), (50, 1), (50, 2)]

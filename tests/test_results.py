@@ -36,3 +36,17 @@ def test_pairing_ignores_unpaired_seeds_and_one_seed_has_no_interval():
 def test_t_quantiles(df, value):
     assert t_quantile_975(df) == value
     assert 1.96 < t_quantile_975(100) < t_quantile_975(31) < 2.042
+
+
+def test_ambiguous_selectors_and_verdicts():
+    from mepo_lab.protocols.results import describe_difference
+
+    data = rows([(0.4, 0.5), (0.45, 0.55)]) + [{"seed": 1, "backbone": "pretrained", "A_auc": 0.9, "method": "ncm"}]
+    with pytest.raises(ValueError, match="matches several rows of one seed"):
+        paired_difference(data, {"backbone": "mepo"}, {"backbone": "pretrained"})
+    def verdict(low, high, n=3, metric="A_auc"):
+        return describe_difference({"n": n, "low": low, "high": high, "mean": (low + high) / 2, "metric": metric})
+
+    assert verdict(0.01, 0.02).startswith("an improvement") and verdict(-0.02, -0.01).startswith("a worsening")
+    assert verdict(-0.02, -0.01, metric="F_last").startswith("an improvement")  # less forgetting
+    assert verdict(-0.01, 0.02).startswith("no measurable effect") and verdict(0, 0, n=1).startswith("one seed")

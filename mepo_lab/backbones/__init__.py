@@ -23,4 +23,4 @@ from mepo_lab.backbones.base import (
 from mepo_lab.backbones.micro_vit import create_micro_vit
 
 __all__ = ["Backbone", "backbone_state", "cls_features", "count_parameters", "create_micro_vit",
-           "load_mepo_backbone", "save_mepo_backbone", "weights_hash"]
+           "load_mepo_backbone", "save_mepo_backbone", "weight_distance", "weights_hash"]

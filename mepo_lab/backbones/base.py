@@ -102,6 +102,18 @@ def load_mepo_backbone(path: str | Path, arch: str | torch.nn.Module = "vit_base
     return arch.eval()
 
 
+def weight_distance(model: torch.nn.Module, reference: torch.nn.Module) -> float:
+    """``‖φ − φ_ref‖ / ‖φ_ref‖`` over the floating-point tensors of the head-less state dicts (how far a
+    refinement moved a backbone, relative to its size)."""
+    ref = {k: v.float() for k, v in backbone_state(reference).items() if v.is_floating_point()}
+    state = backbone_state(model)
+    missing = sorted(set(ref) - set(state))
+    if missing:
+        raise ValueError(f"the two backbones have different architectures (e.g. {missing[0]!r} is missing)")
+    diff = sum(float(((state[k].float() - v) ** 2).sum()) for k, v in ref.items())
+    return (diff / sum(float((v ** 2).sum()) for v in ref.values())) ** 0.5
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameters (all tensors of ``model.parameters()``)."""
     return int(sum(np.prod(p.shape) for p in model.parameters()))

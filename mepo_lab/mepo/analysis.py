@@ -5,6 +5,8 @@
   ``err = ‖cov(F̂) − Σ‖_F / ‖Σ‖_F`` for a random batch of size B.
 * :func:`batch_dependence` — the cosine between the aligned features of one sample placed in two
   different random batches (1.0 means the prediction ignores its batch-mates).
+* :func:`mode_agreement` — the cosine between the official and the corrected ``F_out`` of the same samples.
+* :func:`covariance_difference` — how far two covariances are apart, as matrices and as spectra.
 * :func:`gaussian_alignment_table` — the same error on Gaussian features whose covariance is known, for
   sources of growing anisotropy: the official formula's plateau depends on the source spectrum, so the
   numbers measured on one backbone's features do not carry over. ``python -m mepo_lab.mepo.analysis``
@@ -62,6 +64,35 @@ def batch_dependence(feats: np.ndarray, target_cov: np.ndarray, mode: str, batch
             a, b = outs
             cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
     return float(np.mean(cosines))
+
+
+def mode_agreement(feats: np.ndarray, target_cov: np.ndarray, alpha: float, batch_size: int = 32,
+                   trials: int = 20, seed: int = 0) -> float:
+    """Mean cosine between the official and the corrected ``F_out`` of the same samples in random batches.
+
+    The corrected mode uses the statistics of all of ``feats`` (a running estimate, as in the runner). Near 1
+    the two formulas give the same features downstream, whatever their difference in ``cov(F̂)``.
+    """
+    rng, feats = np.random.default_rng(seed), np.asarray(feats, np.float64)
+    running = {"source_mean": feats.mean(0), "source_cov": np.cov(feats, rowvar=False)}
+    cosines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(trials):
+            x = feats[rng.choice(len(feats), min(batch_size, len(feats)), replace=False)]
+            a = align_features(x, target_cov, alpha, mode="official")
+            b = align_features(x, target_cov, alpha, mode="corrected", **running)
+            cosines.append(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+    return float(np.mean(cosines))
+
+
+def covariance_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """``{"frobenius": ‖b − a‖_F / ‖a‖_F, "spectrum": ‖λ(b) − λ(a)‖ / ‖λ(a)‖}`` (eigenvalues sorted): how much a
+    refinement moved the prototype geometry, with and without its directions."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ev_a, ev_b = (np.sort(np.linalg.eigvalsh(m))[::-1] for m in (a, b))
+    return {"frobenius": float(np.linalg.norm(b - a) / np.linalg.norm(a)),
+            "spectrum": float(np.linalg.norm(ev_b - ev_a) / np.linalg.norm(ev_a))}
 
 
 def random_covariance(eigenvalues: np.ndarray, seed: int = 0) -> np.ndarray:

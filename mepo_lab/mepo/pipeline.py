@@ -60,11 +60,13 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
         refiner.resume()
         refiner.run(epochs, callbacks=callbacks, progress=progress)
     model = load_mepo_backbone(path, create_micro_vit(preset.vit, preset.world.image_size))
-    info = read_info(folder) | {"folder": str(folder), "meta_epoch": epochs, "source": source.weights_hash}
+    info = read_info(folder)  # the folder's log may go past meta-epoch E (a longer run): keep E's part
+    info |= {"folder": str(folder), "meta_epoch": epochs, "source": source.weights_hash,
+             "log": [e for e in info["log"] if e["meta_epoch"] < epochs]}
     if cached:  # nothing ran: let live plots replay the stored curves
         for cb in callbacks:
             if hasattr(cb, "on_cached"):
-                cb.on_cached({**info, "log": [e for e in info["log"] if e["meta_epoch"] < epochs]})
+                cb.on_cached(info)
     return Backbone(model, "mepo", weights_hash(model), info)
 
 

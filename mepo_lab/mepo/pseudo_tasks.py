@@ -10,8 +10,9 @@ independently across draws); the **joint set** of the group is drawn the same wa
 (official) or is the union of the pseudo tasks' images (``joint_set="union"``).
 
 Official quirk kept behind ``class_index="double"``: the reference passes original class ids where the
-data manager expects positions, so group ``g`` really holds ``order[order[g·G:(g+1)·G]]`` — still a
-partition of the classes, just another permutation.
+data manager expects positions, so group ``g`` really holds ``order[order[g·G:(g+1)·G]]`` — groups
+still disjoint, just another permutation; when ``G`` does not divide ``C`` the two rules leave *different*
+classes out of the epoch.
 
 Randomness: every draw has its own ``numpy`` generator keyed by ``(seed, meta_epoch, group, task)``,
 so a resumed refinement sees exactly the pseudo tasks an uninterrupted one would.

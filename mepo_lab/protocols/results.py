@@ -18,6 +18,7 @@ import numpy as np
 from mepo_lab import paths
 
 METRIC_KEYS = ("A_auc", "A_last", "A_avg", "F_last")
+LOWER_IS_BETTER = ("F_last",)  # forgetting: a smaller value is the better one
 
 
 @dataclass
@@ -106,7 +107,15 @@ def paired_difference(rows: Iterable[dict], variant: dict, baseline: dict, metri
     Values are in the rows' units (fractions for the lab's metrics); ``per_seed`` lists the differences.
     """
     rows = list(rows)
-    pick = lambda match: {r["seed"]: r[metric] for r in rows if all(r.get(k) == v for k, v in match.items())}  # noqa: E731
+
+    def pick(match: dict) -> dict:
+        chosen = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+        seeds = [r["seed"] for r in chosen]
+        if len(seeds) != len(set(seeds)):
+            raise ValueError(f"{match} matches several rows of one seed: add the field that tells them apart "
+                             "(e.g. method) so each seed has one value to pair")
+        return {r["seed"]: r[metric] for r in chosen}
+
     a, b = pick(variant), pick(baseline)
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -126,6 +135,17 @@ def format_difference(diff: dict, percent: bool = True) -> str:
         return f"{k * diff['mean']:+.2f} (one seed: no interval)"
     return (f"{k * diff['mean']:+.2f} [{k * diff['low']:+.2f}, {k * diff['high']:+.2f}] "
             f"({100 * diff['confidence']:.0f} % t-interval, {diff['n']} paired seeds)")
+
+
+def describe_difference(diff: dict) -> str:
+    """What a paired difference says: an improvement or a worsening the seeds agree on, no measurable effect, or
+    too few seeds. Which sign is the improvement follows the metric (:data:`LOWER_IS_BETTER`)."""
+    if diff["n"] < 2:
+        return "one seed: no interval, so no verdict"
+    if diff["low"] <= 0 <= diff["high"]:
+        return "no measurable effect at this scale (the interval includes 0)"
+    better = (diff["mean"] < 0) == (diff.get("metric") in LOWER_IS_BETTER)
+    return f"{'an improvement' if better else 'a worsening'} the seeds agree on (the interval excludes 0)"
 
 
 def format_table(table: list[dict], by: tuple[str, ...] = ("method", "backbone", "alignment")) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from mepo_lab.protocols.results import METRIC_KEYS, RunResult
+from mepo_lab.protocols.results import LOWER_IS_BETTER, METRIC_KEYS, RunResult
 
 
 def _axes(ax, figsize=(7, 3.5)):
@@ -101,9 +101,6 @@ def plot_class_curves(run: RunResult, ax=None, classes: Sequence[int] | None = N
     if classes:
         ax.legend(fontsize=7, ncol=2, loc="lower left")
     return fig
-
-
-LOWER_IS_BETTER = ("F_last",)
 
 
 def metric_title(metric: str) -> str:

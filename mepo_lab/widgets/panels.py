@@ -61,7 +61,8 @@ def _button_panel(rows: list[W.Widget], press: Callable[[], str], out: W.Output,
         status.value = "running…"
         panel.error = None
         try:
-            status.value = f"done in {time.perf_counter() - start:.1f} s: {press()}"
+            text = press()
+            status.value = f"done in {time.perf_counter() - start:.1f} s: {text}"
         except Exception as err:  # noqa: BLE001  (shown to the student, whatever it is)
             panel.error = show_error(err, status, out)
         finally:
@@ -82,7 +83,8 @@ def run_panel(run: Callable[..., RunResult], sliders: dict[str, W.Widget], histo
 
     ``run`` is typically :func:`mepo_lab.experiment.feature_runner` (a feature-cached run, seconds). The last
     ``history`` runs are overlaid in grey, labelled with their knob values; "Clear history" forgets them.
-    The returned box has ``run()`` (press Run), ``history`` and ``last`` (the latest RunResult).
+    The returned box has ``run()`` (press Run), ``knobs`` (the widgets, to set from code), ``history``,
+    ``last`` (the latest RunResult) and ``error`` (the last error's traceback, or ``None``).
     """
     out, past = W.Output(), RunHistory(history)
     clear = W.Button(description="Clear history", icon="trash")
@@ -96,7 +98,7 @@ def run_panel(run: Callable[..., RunResult], sliders: dict[str, W.Widget], histo
     rows = [W.HBox(list(sliders.values())[i:i + 3]) for i in range(0, len(sliders), 3)]
     panel = _button_panel(rows, press, out, [clear])
     clear.on_click(lambda _=None: past.clear())
-    panel.history, panel.last, panel.clear = past, None, lambda: past.clear()
+    panel.history, panel.last, panel.clear, panel.knobs = past, None, lambda: past.clear(), sliders
     return panel
 
 
