@@ -134,3 +134,13 @@ def test_ablation_explorer_runs_every_seed_with_the_chosen_knobs():
     panel.run()
     assert calls == [(70, "mepo", "corrected", 0.3, 1), (70, "mepo", "corrected", 0.3, 2)]
     assert len(panel.last) == 2 and panel.status.value.startswith("done in") and "A_auc 73.0%" in panel.status.value
+
+
+def test_class_curves_of_a_run_without_anytime_evaluation():
+    from mepo_lab.viz.runs import plot_class_curves
+
+    run = fake_run()
+    run.anytime_samples, run.anytime_acc, run.anytime_class_acc, run.anytime_n_seen = [], [], [], []
+    fig = plot_class_curves(run, classes=range(3))  # a stream shorter than one eval period: nothing to draw
+    assert not [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("class #")]
+    plt.close(fig)

@@ -90,7 +90,9 @@ def plot_class_curves(run: RunResult, ax=None, classes: Sequence[int] | None = N
     """Per-class anytime accuracy (%) for a few classes (default: the first 8 exposed)."""
     fig, ax = _axes(ax)
     acc = 100 * np.asarray(run.anytime_class_acc)
-    classes = list(classes) if classes is not None else list(range(min(8, acc.shape[1] if acc.size else 0)))
+    if acc.ndim != 2:  # no anytime evaluation yet (a stream shorter than one eval period)
+        acc = np.zeros((0, 0))
+    classes = [j for j in (range(8) if classes is None else classes) if j < acc.shape[1]]
     seen = np.asarray(run.anytime_n_seen)
     for j in classes:
         live = seen > j
