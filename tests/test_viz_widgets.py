@@ -144,3 +144,27 @@ def test_class_curves_of_a_run_without_anytime_evaluation():
     fig = plot_class_curves(run, classes=range(3))  # a stream shorter than one eval period: nothing to draw
     assert not [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("class #")]
     plt.close(fig)
+
+
+def _markdown(nb):
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebooks_follow_the_notebook_standard(path):
+    """docs/notebook_standard.md: header, runtime measured, equations, a reading under every figure,
+    conclusions, exercises with collapsed solutions."""
+    nb = json.loads(path.read_text())
+    header = "".join(nb["cells"][0]["source"])
+    for part in ("**You will learn**", "**Before this**", "**Runtime**"):
+        assert part in header, f"{path.name}: the header lacks {part}"
+    assert "⟨" not in header, f"{path.name}: the runtime line still has placeholders"
+    markdown = "\n".join(_markdown(nb))
+    assert markdown.count("$") >= 20, f"{path.name}: the equations come before the code (LaTeX)"
+    assert "## Conclusions" in markdown and "## Exercises" in markdown
+    assert markdown.count("<details><summary>Solution</summary>") >= 3
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and "plt.show()" in "".join(cell["source"]):
+            reading = next(("".join(c["source"]) for c in cells[i + 1:] if c["cell_type"] == "markdown"), "")
+            assert "What you should see" in reading, f"{path.name}: cell {i} draws a figure without its reading"
