@@ -1,6 +1,6 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
-Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``bench``. Every preset field can be
+Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``bench``. Every preset field can be
 set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain (or load from cache) the micro ViT and report it")
     _common(p)
     p.add_argument("--force", action="store_true", help="retrain even if cached")
+
+    z = sub.add_parser("zapping", help="zapping (Frati et al. 2024): i.i.d. / ASB / Meta-ASB pretraining with and "
+                       "without last-layer resets, evaluated by continual and i.i.d. transfer")
+    _common(z)
+    z.add_argument("--download", action="store_true", help="download Omniglot if missing (data=omniglot; checksummed)")
+    z.add_argument("--out", default="runs/zapping", help="output folder (results.json, figures)")
+    z.epilog = ("--set takes the fields of mepo_lab.zapping.config.ZappingConfig, e.g. --set asb_episodes=100 "
+                "--set seeds=1,2 --set regimes=asb,asb_zap --set data=omniglot")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -217,6 +225,20 @@ def cmd_pretrain(args) -> None:
           f"{100 * info['held_out_acc']:.1f}%, {info['seconds']:.1f} s")
 
 
+def cmd_zapping(args) -> None:
+    from mepo_lab.viz.zapping import save_zapping_figures
+    from mepo_lab.zapping.claims import format_claims, format_table
+    from mepo_lab.zapping.config import zapping_preset
+    from mepo_lab.zapping.run import run_zapping
+
+    cfg = override(zapping_preset(args.preset), args.overrides)
+    result = run_zapping(cfg, args.out, data_home=args.data_home, download=args.download, progress=args.progress)
+    figures = save_zapping_figures(result, Path(args.out))
+    print(format_table(result["summary"]))
+    print(format_claims(result["claims"]))
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
+
+
 def cmd_bench(args) -> None:
     from mepo_lab.bench import format_report, run_benchmarks
 
@@ -225,7 +247,8 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
-            "pretrain": cmd_pretrain, "bench": cmd_bench}
+            "pretrain": cmd_pretrain, "zapping": cmd_zapping,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

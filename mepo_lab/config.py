@@ -230,7 +230,8 @@ def _convert(value: str, annotation: str, key: str) -> Any:
                 raise ValueError(value)
             return low in {"1", "true", "yes", "on"}
         if kind.startswith("tuple"):
-            return tuple(int(v) for v in value.split(",") if v.strip())
+            item = {"float": float, "str": str}.get(kind[6:].split(",")[0].strip(), int)
+            return tuple(item(v.strip()) for v in value.split(",") if v.strip())
         return {"int": int, "float": float, "str": str}[kind](value)
     except ValueError:
         raise ValueError(f"{key}={value!r} is not a valid {kind}") from None

@@ -1,6 +1,7 @@
 """Datasets: synthetic worlds (``synthetic``), in-memory arrays (``base``), real data on disk (``real``), their
 normalisation (``normalization``), the protocol's transforms and augmentation (``transforms``, ``augment``,
 ``online_augment``) and cached uint8 arrays for the runner (``arrays``).
+Few-shot class splits for the zapping experiment (synthetic world or Omniglot): ``few_shot``.
 
 ``get_dataset``, ``DATASETS`` and ``STATISTICS`` come from :mod:`mepo_lab.data.real`; they are imported on
 first use, so importing the synthetic parts does not pay for torchvision. :func:`dataset_names` lists what a

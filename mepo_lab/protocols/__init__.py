@@ -5,6 +5,7 @@
 * ``online`` — the online GCL runner: one pass, ``online_iter`` updates per batch, anytime evaluation,
   atomic records and resume; ``learner`` — what the runner asks of a learner, and the logit masks;
 * ``metrics`` — A_auc, A_last, A_avg, F_last, forgetting, BWT (pure functions); ``results`` — run records.
+* ``transfer`` — zapping's transfer protocols: continual (one image per step), i.i.d. few-shot, zero-shot.
 
 Task-incremental splits and few-shot episodes join here with the methods that need them.
 """
