@@ -4,6 +4,9 @@
 
 * :class:`Amp` — ``torch.autocast`` in bfloat16 where the GPU supports it, else float16 with a
   ``GradScaler``; disabled on CPU (the lab's CPU runs stay exactly fp32 and reproducible).
+* :func:`flush_denormal` — flushes subnormal floats to zero on the CPU while many tiny optimiser steps run
+  (Adam's second moments of rarely used weights decay into the subnormal range, where x86 arithmetic is
+  10–20x slower: 330 s instead of 19 s for 150 ASB episodes, measured).
 * :func:`oom_guard` — turns ``torch.cuda.OutOfMemoryError`` into one error that names the preset to
   switch to (``colab`` on a T4, smaller ``gcl.eval_batch_size``), instead of a deep traceback.
 """
@@ -49,6 +52,19 @@ class Amp:
 
 class DeviceMemoryError(RuntimeError):
     """The GPU ran out of memory; the message names the preset or setting to change."""
+
+
+@contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Flush subnormal floats to zero inside the block, then restore torch's default (off).
+
+    Changes only values below ~1.2e-38 in magnitude; a no-op where the CPU does not support it.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @contextmanager

@@ -175,17 +175,29 @@ def test_claims_on_hand_made_rows():
     parts = {p["metric"]: p for p in asb["metrics"]}
     assert parts["final_accuracy"]["difference"] == pytest.approx(0.10)
     assert parts["final_accuracy"]["verdict"] == "better"
-    assert parts["iid_transfer_accuracy"]["verdict"] == "no clear difference"
+    assert parts["iid_transfer_accuracy"]["verdict"] == "no measurable difference"
     assert parts["early_loss_reduction"]["difference"] == pytest.approx(0.5)
     assert asb["verdict"] == "reproduced"
     match = next(c for c in claims if c["comparison"] == "asb_zap − meta_zap")
     assert match["verdict"] == "reproduced"  # within 1 point
 
 
-@pytest.mark.parametrize("diff, expected", [({"difference": 0.02, "se": 0.01, "n": 3}, "better"),
-                                            ({"difference": -0.02, "se": 0.01, "n": 3}, "worse"),
-                                            ({"difference": 0.005, "se": 0.01, "n": 3}, "no clear difference"),
-                                            ({"difference": -0.1, "se": 0.0, "n": 1}, "worse (1 seed)")])
+def test_claims_need_two_seeds_and_use_t_intervals():
+    d = [0.03, -0.01, 0.04]  # mean +0.02, s = 0.0265, t(2) = 4.303: interval [-0.046, +0.086]
+    rows = [_row("iid", s, 0.5) for s in (1, 2, 3)] + [_row("iid_zap", s, 0.5 + d[s - 1]) for s in (1, 2, 3)]
+    iid = next(c for c in summarise(rows)[1] if c["regime"] == "iid")
+    part = next(p for p in iid["metrics"] if p["metric"] == "final_accuracy")
+    assert part["low"] == pytest.approx(0.02 - 4.303 * 0.026458 / 3 ** 0.5, abs=1e-4)
+    assert part["verdict"] == "no measurable difference" and iid["verdict"] == "not reproduced"
+    one = [_row("asb_zap", 1, 0.5), _row("meta_zap", 1, 0.9)]
+    assert summarise(one)[1][0]["verdict"] == "needs 2+ seeds"
+
+
+@pytest.mark.parametrize("diff, expected", [
+    ({"difference": 0.02, "se": 0.004, "n": 3, "low": 0.003, "high": 0.037}, "better"),
+    ({"difference": -0.02, "se": 0.004, "n": 3, "low": -0.037, "high": -0.003}, "worse"),
+    ({"difference": 0.02, "se": 0.01, "n": 3, "low": -0.023, "high": 0.063}, "no measurable difference"),
+    ({"difference": -0.1, "se": 0.0, "n": 1, "low": float("nan"), "high": float("nan")}, "worse (1 seed)")])
 def test_verdict(diff, expected):
     assert verdict(diff) == expected
 
@@ -220,3 +232,26 @@ def test_cli_zapping_smoke_and_bad_input(tmp_path, capsys):
         main(["zapping", "--preset", "smoke", "--out", str(tmp_path), "--set", "asb_episodes=0"])
     assert err.value.code == 2
     assert "zero episodes" in capsys.readouterr().err
+
+
+def test_head_reset_study_measures_every_mode_on_unseen_classes(monkeypatch):
+    from mepo_lab.backbones.pretrain import random_backbone
+    from mepo_lab.config import get_preset
+    from mepo_lab.zapping import mepo_link
+
+    preset, modes = get_preset("smoke"), []
+    monkeypatch.setattr(mepo_link, "pretrained_backbone", lambda p, dh, progress: random_backbone(p, seed=0))
+
+    def refined(p, dh, source, progress):  # stands in for a cached refinement with that head_reset
+        modes.append(p.mepo.head_reset)
+        return random_backbone(p, seed=len(modes))
+    monkeypatch.setattr(mepo_link, "mepo_backbone", refined)
+    cfg = override(zapping_preset("smoke"), {"seeds": (1, 2), "n_transfer_classes": 4})
+    rows = mepo_link.head_reset_study(preset, cfg, progress=False)
+    assert modes == ["none", "per_sequence", "per_task"]
+    assert [(r["backbone"], r["head_reset"], r["seed"]) for r in rows[:3]] == [
+        ("pretrained", "-", 1), ("pretrained", "-", 2), ("mepo", "none", 1)]
+    assert len(rows) == 8 and all(len(r["continual"]["accuracy"]) == 4 for r in rows)
+    assert rows[2]["final_accuracy"] != rows[4]["final_accuracy"] or rows[2]["early_loss"] != rows[4]["early_loss"]
+    with pytest.raises(ValueError, match="overlap"):
+        mepo_link.transfer_split(preset, override(cfg, {"n_transfer_classes": 300}))

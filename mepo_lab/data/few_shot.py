@@ -59,7 +59,8 @@ def _renamed(data: ImageArrays, name: str, order: np.ndarray | None = None) -> I
 
 # ---------------------------------------------------------------- synthetic world
 def synthetic_few_shot(world: WorldConfig, n_pretrain_classes: int, n_transfer_classes: int,
-                       train_per_class: int = 15, test_per_class: int = 5) -> FewShotSplit:
+                       train_per_class: int = 15, test_per_class: int = 5,
+                       pretrain_per_class: int | None = None) -> FewShotSplit:
     """The synthetic world as the Omniglot analogue of the zapping paper (arXiv 2310.07996, §4).
 
     The world is rebuilt with ``n_downstream_classes = K`` and ``max_pretrain_classes = P``: its seeded
@@ -69,8 +70,12 @@ def synthetic_few_shot(world: WorldConfig, n_pretrain_classes: int, n_transfer_c
     ``test`` split (``world.seed`` and ``world.image_size`` are kept; the world's own per-class counts are
     ignored). ``transfer`` is re-ordered class by class (stable), as continual transfer presents it; the
     other three keep the world's seeded shuffle. ``meta["world_ids"]`` lists the world class of each label.
+    ``pretrain_per_class`` (default ``train_per_class``) sets the pretraining classes' training images alone:
+    the world's images vary more than Omniglot's drawings, so a small network needs more of them per class.
     """
-    _check_counts(train_per_class, test_per_class, n_pretrain_classes=n_pretrain_classes,
+    pretrain_per_class = train_per_class if pretrain_per_class is None else pretrain_per_class
+    _check_counts(train_per_class, test_per_class, pretrain_per_class=pretrain_per_class,
+                  n_pretrain_classes=n_pretrain_classes,
                   n_transfer_classes=n_transfer_classes)
     if n_pretrain_classes + n_transfer_classes > N_CLASSES:
         raise ValueError(f"n_pretrain_classes + n_transfer_classes must be at most {N_CLASSES} (the synthetic "
@@ -78,10 +83,11 @@ def synthetic_few_shot(world: WorldConfig, n_pretrain_classes: int, n_transfer_c
     w = SyntheticWorld(replace(world, n_downstream_classes=n_transfer_classes,
                                max_pretrain_classes=n_pretrain_classes))
     name = (f"fewshot-synthetic-v{WORLD_VERSION}(seed={world.seed},size={world.image_size},"
-            f"{n_pretrain_classes}pre+{n_transfer_classes}transfer,{train_per_class}+{test_per_class}/class)")
+            f"{n_pretrain_classes}pre+{n_transfer_classes}transfer,{train_per_class}+{test_per_class}/class"
+            + ("" if pretrain_per_class == train_per_class else f",{pretrain_per_class}/pretrain class") + ")")
     transfer = w.dataset("downstream", "train", train_per_class)
     return FewShotSplit(
-        pretrain=_renamed(w.dataset("pretrain", "train", train_per_class), f"{name}/pretrain"),
+        pretrain=_renamed(w.dataset("pretrain", "train", pretrain_per_class), f"{name}/pretrain"),
         pretrain_test=_renamed(w.dataset("pretrain", "test", test_per_class), f"{name}/pretrain_test"),
         transfer=_renamed(transfer, f"{name}/transfer", np.argsort(transfer.targets, kind="stable")),
         transfer_test=_renamed(w.dataset("downstream", "test", test_per_class), f"{name}/transfer_test"),

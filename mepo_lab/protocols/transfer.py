@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mepo_lab.data.base import ImageArrays
-from mepo_lab.device import pick_device
+from mepo_lab.device import flush_denormal, pick_device
 
 MODES = ("head", "all")
 _EVAL_BATCH = 256
@@ -75,8 +75,9 @@ def continual_transfer(body: nn.Module, feature_dim: int, train: ImageArrays, te
     t0 = perf_counter()
     per_class = _check(train, test, lr, mode)
     dev = _device(device)
-    embed = _embedders(body, train, test, mode, dev, batch_size, feature_dim)
-    return _continual(embed, per_class, test.targets, feature_dim, lr, mode, seed, dev, t0)
+    with flush_denormal():
+        embed = _embedders(body, train, test, mode, dev, batch_size, feature_dim)
+        return _continual(embed, per_class, test.targets, feature_dim, lr, mode, seed, dev, t0)
 
 
 def best_continual_transfer(body: nn.Module, feature_dim: int, train: ImageArrays, test: ImageArrays,
@@ -130,15 +131,20 @@ def iid_transfer(body: nn.Module, feature_dim: int, train: ImageArrays, test: Im
     weight, bias = _fresh_head(feature_dim, train.n_classes, gen, dev)
     opt = torch.optim.Adam(params + [weight, bias], lr=lr)
     y = torch.as_tensor(sub.targets)
+    with flush_denormal():
+        _fit(opt, epochs, batch_size, len(support), gen, train_embed, weight, bias, y, dev)
+    return _accuracy(test_embed(np.arange(len(test))), weight, bias, test.targets)
+
+
+def _fit(opt, epochs, batch_size, n, gen, train_embed, weight, bias, y, dev) -> None:
     for _ in range(epochs):
-        perm = torch.randperm(len(support), generator=gen)
+        perm = torch.randperm(n, generator=gen)
         for start in range(0, len(perm), batch_size):
             idx = perm[start:start + batch_size]
             loss = F.cross_entropy(F.linear(train_embed(idx.numpy()), weight, bias), y[idx].to(dev))
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return _accuracy(test_embed(np.arange(len(test))), weight, bias, test.targets)
 
 
 def lstsq_head(features: torch.Tensor, targets: torch.Tensor, n_classes: int,

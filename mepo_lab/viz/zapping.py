@@ -88,10 +88,11 @@ def plot_regime_bars(result: dict) -> Figure:
                         "zero-shot": 100 * r["zero_shot_accuracy"]} for r in result["rows"]])
     long = df.melt(id_vars="regime", var_name="evaluation", value_name="accuracy (%)")
     fig, ax = plt.subplots(figsize=(9, 4))
-    sns.barplot(long, x="regime", y="accuracy (%)", hue="evaluation", errorbar=None, ax=ax, alpha=0.7)
+    sns.barplot(long, x="regime", y="accuracy (%)", hue="evaluation", errorbar=None, ax=ax, palette="Greys")
     sns.stripplot(long, x="regime", y="accuracy (%)", hue="evaluation", dodge=True, ax=ax, legend=False,
                   palette="dark:black", size=3)
     ax.set_title("Transfer accuracy by pretraining regime (bars: mean, dots: seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
@@ -105,7 +106,7 @@ def plot_zap(before: np.ndarray, after: np.ndarray, rows) -> Figure:
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
         ax.set(title=title, xlabel="input feature", ylabel="output row (class)")
     fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.suptitle(f"zap_ on rows {list(np.atleast_1d(rows))}")
+    fig.suptitle(f"zap_ on rows {np.atleast_1d(rows).tolist()}", y=1.04)
     return fig
 
 
@@ -123,3 +124,44 @@ def save_zapping_figures(result: dict, out: Path) -> list[Path]:
         plt.close(fig)
         saved.append(path)
     return saved
+
+
+def _vit_name(row: dict) -> str:
+    return "ViT pretrained" if row["backbone"] == "pretrained" else f"ViT MePo, {row['head_reset']}"
+
+
+_ZAPPED = ("zap", "per_sequence", "per_task")
+_RESET_STYLE = {"ViT pretrained": ("0.5", ":"), "ViT MePo, none": ("tab:purple", "--"),
+                "ViT MePo, per_sequence": ("tab:purple", "-"), "ViT MePo, per_task": ("indigo", "-.")}
+
+
+def plot_head_reset(result: dict, link_rows: list[dict]) -> Figure:
+    """Left: final continual-transfer accuracy of the six conv-net regimes and of the micro ViTs of
+    :func:`mepo_lab.zapping.mepo_link.head_reset_study` (hatched: zapped / head reset; dots: seeds; dashed:
+    chance). Right: the ViTs' adaptation curves (loss on the k-th image of a fresh class)."""
+    regimes = list(dict.fromkeys(r["regime"] for r in result["rows"]))
+    groups = {regime_label(g): [r["final_accuracy"] for r in result["rows"] if r["regime"] == g] for g in regimes}
+    colours = [KIND_COLOURS.get(g.partition("_")[0], "gray") for g in regimes]
+    for r in link_rows:
+        groups.setdefault(_vit_name(r), []).append(r["final_accuracy"])
+    colours += ["0.6"] + [KIND_COLOURS["mepo"]] * (len(groups) - len(colours) - 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (name, values) in enumerate(groups.items()):
+        left.bar(i, 100 * np.mean(values), color=colours[i], alpha=0.55, hatch="//" if name.endswith(_ZAPPED) else None)
+        left.scatter(np.full(len(values), i), 100 * np.asarray(values), color="k", s=14, zorder=3)
+    left.axvline(len(regimes) - 0.5, color="0.3", ls=":")
+    k = len(result["rows"][0]["continual"]["accuracy"])
+    left.axhline(100 / k, color="0.5", ls="--", label="chance (1/K)")
+    left.set_xticks(range(len(groups)), list(groups), rotation=35, ha="right", fontsize=8)
+    left.set(ylabel="final continual-transfer accuracy (%)",
+             title="conv net: six regimes | micro ViT: MePo head_reset (bars: mean, dots: seeds)")
+    left.legend(fontsize=8)
+    for name in dict.fromkeys(_vit_name(r) for r in link_rows):
+        curves = np.array([r["adaptation_loss"] for r in link_rows if _vit_name(r) == name])
+        colour, style = _RESET_STYLE.get(name, ("k", "-"))
+        right.plot(np.arange(1, curves.shape[1] + 1), curves.mean(0), marker=".", label=name, color=colour, ls=style)
+    right.set(xlabel="image of the new class (step)", ylabel="loss before the step (mean over classes, seeds)",
+              title="micro ViT: adaptation to a fresh class")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

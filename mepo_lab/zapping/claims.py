@@ -8,13 +8,16 @@ The two claims of Frati et al. (ECAI 2024, arXiv 2310.07996, abstract) checked h
 2. *ASB + zap matches meta-learning without higher-order gradients*: ASB+zap's final continual-transfer
    accuracy against Meta-ASB+zap's, within 1 point.
 
-A difference is called *better* (or *worse*) when its mean over seeds exceeds its standard error
-``s / sqrt(n)``; otherwise *no clear difference*. With one seed only the sign is reported and no claim
-gets a verdict.
+A paired difference is *better* (or *worse*) when its 95 % interval ``d̄ ± t_{n−1,0.975} · s / √n``
+(Student's t, as everywhere in the lab) lies above (below) zero, and *no measurable difference* otherwise.
+"Matches" is *reproduced* when the interval of ASB+zap − Meta-ASB+zap lies above −1 point, *not
+reproduced* when it lies below, *inconclusive* in between. With one seed no claim gets a verdict.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from mepo_lab.protocols.results import t_quantile_975
 
 METRICS = {"final_accuracy": "continual transfer, final acc", "curve_auc": "continual transfer, mean acc",
            "iid_transfer_accuracy": "i.i.d. transfer acc", "zero_shot_accuracy": "zero-shot (least squares) acc",
@@ -35,18 +38,20 @@ def _paired(rows: list[dict], a: str, b: str, metric: str, sign: float = 1.0) ->
         return None
     d = np.array([sign * (by[(a, s)][metric] - by[(b, s)][metric]) for s in seeds])
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return {"difference": float(d.mean()), "se": se, "n": len(d)}
+    half = t_quantile_975(len(d) - 1) * se if len(d) > 1 else float("nan")
+    return {"difference": float(d.mean()), "se": se, "n": len(d), "low": float(d.mean()) - half,
+            "high": float(d.mean()) + half}
 
 
 def verdict(diff: dict) -> str:
-    """``better`` / ``worse`` when the mean paired difference exceeds its standard error, else ``no clear
-    difference``; with one seed, the sign only (``better (1 seed)``)."""
-    m, se, n = diff["difference"], diff["se"], diff["n"]
+    """``better`` / ``worse`` when the 95 % interval of the paired difference excludes zero, else ``no
+    measurable difference``; with one seed, the sign only (``better (1 seed)``)."""
+    m, n = diff["difference"], diff["n"]
     if n == 1:
-        return ("better" if m > 0 else "worse" if m < 0 else "no clear difference") + " (1 seed)"
-    if abs(m) > se and m != 0:
-        return "better" if m > 0 else "worse"
-    return "no clear difference"
+        return ("better" if m > 0 else "worse" if m < 0 else "no measurable difference") + " (1 seed)"
+    if diff["low"] > 0:
+        return "better"
+    return "worse" if diff["high"] < 0 else "no measurable difference"
 
 
 def _zap_claims(rows: list[dict]) -> list[dict]:
@@ -71,11 +76,14 @@ def _match_claim(rows: list[dict]) -> list[dict]:
     diff = _paired(rows, "asb_zap", "meta_zap", "final_accuracy")
     if diff is None:
         return []
-    ok = diff["difference"] >= -MATCH_TOLERANCE
+    if diff["n"] < 2:
+        outcome = "needs 2+ seeds"
+    else:
+        outcome = ("reproduced" if diff["low"] >= -MATCH_TOLERANCE else
+                   "not reproduced" if diff["high"] < -MATCH_TOLERANCE else "inconclusive")
     return [{"claim": "ASB + zap matches meta-learning (Meta-ASB + zap) without higher-order gradients",
              "regime": "asb_zap", "comparison": "asb_zap − meta_zap",
-             "metrics": [{"metric": "final_accuracy", **diff}],
-             "verdict": "reproduced" if ok else "not reproduced"}]
+             "metrics": [{"metric": "final_accuracy", **diff}], "verdict": outcome}]
 
 
 def summarise(rows: list[dict]) -> tuple[dict, list[dict]]:
@@ -112,4 +120,6 @@ def format_claims(claims: list[dict]) -> str:
 def _fmt(p: dict) -> str:
     loss = p["metric"].startswith("early_loss")
     scale, unit = (1.0, "") if loss else (100.0, " pt")
-    return f"{scale * p['difference']:+.2f} ± {scale * p['se']:.2f}{unit} (n={p['n']})"
+    if p["n"] < 2:
+        return f"{scale * p['difference']:+.2f}{unit} (1 seed)"
+    return f"{scale * p['difference']:+.2f}{unit} [{scale * p['low']:+.2f}, {scale * p['high']:+.2f}] (n={p['n']})"

@@ -46,11 +46,24 @@ def _conv_out(size: int, blocks: int) -> int:
     return size
 
 
-def conv_net(n_classes: int, image_size: int = 28, blocks: int = 3, filters: int = 256, seed: int = 0) -> ZapNet:
+NORMS = ("instance", "layer")
+
+
+def _norm(kind: str, filters: int) -> nn.Module:
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+    return nn.InstanceNorm2d(filters, affine=True) if kind == "instance" else nn.GroupNorm(1, filters)
+
+
+def conv_net(n_classes: int, image_size: int = 28, blocks: int = 3, filters: int = 256, seed: int = 0,
+             norm: str = "instance") -> ZapNet:
     """The official small conv net: ``blocks`` x [conv3x3 (no padding) → InstanceNorm(affine) → ReLU → pool]
     with pooling after the first two blocks only, flattened into a linear head of ``n_classes`` outputs.
 
     28-pixel inputs and 3 blocks give a 3x3 map (``feature_dim = 9 · filters``). Frati et al. 2024, §4.
+    ``norm="layer"`` (GroupNorm with one group) normalises each image over all channels together instead of
+    channel by channel: InstanceNorm erases each channel's mean, so colour, a class factor of the synthetic
+    world (not of Omniglot's black-and-white strokes), is lost after the first block.
     """
     if blocks < 1 or filters < 1:
         raise ValueError(f"blocks and filters must be at least 1, got {blocks} and {filters}")
@@ -61,8 +74,7 @@ def conv_net(n_classes: int, image_size: int = 28, blocks: int = 3, filters: int
         torch.manual_seed(seed)
         layers: list[nn.Module] = [_Centre()]
         for b in range(blocks):
-            layers += [nn.Conv2d(3 if b == 0 else filters, filters, 3), nn.InstanceNorm2d(filters, affine=True),
-                       nn.ReLU()]
+            layers += [nn.Conv2d(3 if b == 0 else filters, filters, 3), _norm(norm, filters), nn.ReLU()]
             if b < 2:
                 layers.append(nn.MaxPool2d(2))
         layers.append(nn.Flatten())

@@ -43,7 +43,7 @@ def build_split(cfg: ZappingConfig, data_home: str | Path | None = None, downloa
     if cfg.data == "synthetic":
         return synthetic_few_shot(WorldConfig(seed=cfg.world_seed, image_size=cfg.image_size),
                                   cfg.n_pretrain_classes, cfg.n_transfer_classes, cfg.train_per_class,
-                                  cfg.test_per_class)
+                                  cfg.test_per_class, cfg.pretrain_per_class)
     return omniglot_few_shot(paths.subdir("datasets", data_home), download, cfg.image_size, cfg.n_pretrain_classes,
                              cfg.n_transfer_classes, cfg.train_per_class, cfg.test_per_class)
 
@@ -51,7 +51,8 @@ def build_split(cfg: ZappingConfig, data_home: str | Path | None = None, downloa
 def build_model(cfg: ZappingConfig, n_classes: int, seed: int) -> ZapNet:
     """The ``cfg.model`` network with ``n_classes`` outputs, initialised from ``seed``."""
     if cfg.model == "conv":
-        return MODELS["conv"](n_classes, cfg.image_size, cfg.conv_blocks, cfg.conv_filters, seed=seed)
+        return MODELS["conv"](n_classes, cfg.image_size, cfg.conv_blocks, cfg.conv_filters, seed=seed,
+                              norm=cfg.conv_norm)
     return MODELS["vit"](n_classes, cfg.image_size, seed=seed)
 
 
@@ -94,10 +95,11 @@ def run_one(split: FewShotSplit, cfg: ZappingConfig, regime: str, seed: int, pro
                         "total": fit["seconds"] + time.perf_counter() - start}}
 
 
-def fingerprint(cfg: ZappingConfig) -> str:
-    """What makes two runs comparable: every setting except the name, seeds, regimes and device."""
+def fingerprint(cfg: ZappingConfig, data_name: str = "") -> str:
+    """What makes two runs comparable: every setting except the name, seeds, regimes and device, and the
+    data's identity (``FewShotSplit.name``, which carries the synthetic world's generator version)."""
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "seeds", "regimes", "device")}
-    return json.dumps(keep, sort_keys=True, default=str)
+    return json.dumps({**keep, "data_name": data_name}, sort_keys=True, default=str)
 
 
 def _load(path: Path, fp: str) -> list[dict]:
@@ -119,10 +121,10 @@ def run_zapping(cfg: ZappingConfig, out: str | Path, data_home: str | Path | Non
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fp, path = fingerprint(cfg), out / "results.json"
+    split = build_split(cfg, data_home, download)
+    fp, path = fingerprint(cfg, split.name), out / "results.json"
     rows = _load(path, fp)
     done = {(r["regime"], r["seed"]) for r in rows}
-    split = build_split(cfg, data_home, download)
     todo = [(s, r) for s in cfg.seeds for r in cfg.regimes if (r, s) not in done]
     start = time.perf_counter()
     for seed, regime in tqdm(todo, desc="zapping runs", disable=not progress):
