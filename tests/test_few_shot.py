@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -238,3 +239,24 @@ def test_omniglot_character_with_too_few_drawings(omniglot):
     with pytest.raises(ValueError, match="holds 19 drawings"):
         omniglot_few_shot(root)
     assert omniglot_few_shot(root, train_per_class=15, test_per_class=4).pretrain_test.images.shape[0] == 12
+
+
+def test_zapping_command_runs_on_omniglot_files(tmp_path, capsys):
+    """End to end on a fake Omniglot in the real layout under <data home>/datasets (offline)."""
+    from mepo_lab.cli import main
+
+    base = tmp_path / "datasets" / "omniglot-py"
+    _write_split(base / "images_background", {"Alpha": 4}, 1)
+    _write_split(base / "images_evaluation", {"Beta": 3}, 101)
+    out = tmp_path / "out"
+    assert main(["zapping", "--preset", "smoke", "--data-home", str(tmp_path), "--out", str(out), "--no-progress",
+                 "--set", "data=omniglot", "--set", "n_pretrain_classes=4", "--set", "n_transfer_classes=3",
+                 "--set", "regimes=iid,asb_zap", "--set", "device=cpu"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["data"].startswith("fewshot-omniglot(size=28,4pre+3transfer")
+    assert [r["regime"] for r in result["rows"]] == ["iid", "asb_zap"]
+    assert len(result["rows"][1]["continual"]["accuracy"]) == 3
+    with pytest.raises(SystemExit):
+        main(["zapping", "--preset", "smoke", "--data-home", str(tmp_path / "empty"), "--out", str(out),
+              "--set", "data=omniglot"])
+    assert "--download" in capsys.readouterr().err
