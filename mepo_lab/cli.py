@@ -1,6 +1,6 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
-Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``bench``. Every preset field can be
+Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``became``, ``bench``. Every preset field can be
 set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", default="runs/zapping", help="output folder (results.json, figures)")
     z.epilog = ("--set takes the fields of mepo_lab.zapping.config.ZappingConfig, e.g. --set asb_episodes=100 "
                 "--set seeds=1,2 --set regimes=asb,asb_zap --set data=omniglot")
+
+    c = sub.add_parser("became", help="BECAME (Li et al. 2025): GPM + closed-form Bayesian merging against five "
+                       "baselines on a task-incremental split (ACC, BWT, accuracy matrices)")
+    _common(c)
+    c.add_argument("--download", action="store_true", help="download CIFAR-100 if missing (data=cifar100; checksummed)")
+    c.add_argument("--out", default="runs/became", help="output folder (results.json, figures)")
+    c.epilog = ("--set takes the fields of mepo_lab.became.config.BecameConfig, e.g. --set epochs=10 "
+                "--set seeds=1,2 --set methods=gpm,became --set model=vit")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -239,6 +247,18 @@ def cmd_zapping(args) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 
+def cmd_became(args) -> None:
+    from mepo_lab.became.config import became_preset
+    from mepo_lab.became.run import format_table, run_became
+    from mepo_lab.viz.became import save_became_figures
+
+    cfg = override(became_preset(args.preset), args.overrides)
+    result = run_became(cfg, args.out, data_home=args.data_home, download=args.download, progress=args.progress)
+    figures = save_became_figures(result, Path(args.out))
+    print(format_table(result["summary"]))
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
+
+
 def cmd_bench(args) -> None:
     from mepo_lab.bench import format_report, run_benchmarks
 
@@ -247,7 +267,7 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
-            "pretrain": cmd_pretrain, "zapping": cmd_zapping,
+            "pretrain": cmd_pretrain, "zapping": cmd_zapping, "became": cmd_became,
             "bench": cmd_bench}
 
 

@@ -6,8 +6,9 @@
   atomic records and resume; ``learner`` — what the runner asks of a learner, and the logit masks;
 * ``metrics`` — A_auc, A_last, A_avg, F_last, forgetting, BWT (pure functions); ``results`` — run records.
 * ``transfer`` — zapping's transfer protocols: continual (one image per step), i.i.d. few-shot, zero-shot.
+* ``task_incremental`` — tasks of disjoint classes (local labels, task ids known), the accuracy matrix, ACC, BWT.
 
-Task-incremental splits and few-shot episodes join here with the methods that need them.
+Few-shot episodes join here with the method that needs them first (PURER).
 """
 from __future__ import annotations
 
