@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "baselines on a task-incremental split (ACC, BWT, accuracy matrices)")
     _common(c)
     c.add_argument("--download", action="store_true", help="download CIFAR-100 if missing (data=cifar100; checksummed)")
+    c.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checksum checks (custom or modified copies of a dataset)")
     c.add_argument("--out", default="runs/became", help="output folder (results.json, figures)")
     c.epilog = ("--set takes the fields of mepo_lab.became.config.BecameConfig, e.g. --set epochs=10 "
                 "--set seeds=1,2 --set methods=gpm,became --set model=vit")
@@ -253,7 +255,8 @@ def cmd_became(args) -> None:
     from mepo_lab.viz.became import save_became_figures
 
     cfg = override(became_preset(args.preset), args.overrides)
-    result = run_became(cfg, args.out, data_home=args.data_home, download=args.download, progress=args.progress)
+    result = run_became(cfg, args.out, data_home=args.data_home, download=args.download, progress=args.progress,
+                        verify=args.verify)
     figures = save_became_figures(result, Path(args.out))
     print(format_table(result["summary"]))
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
@@ -282,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             COMMANDS[args.command](args)
     except (ValueError, PermissionError, FileNotFoundError, DeviceMemoryError) as err:
         parser.exit(2, f"mepo-lab: error: {err}\n")
+    except RuntimeError as err:  # a dataset failing its checksum is bad input too (one line, no traceback)
+        from mepo_lab.data.real import ChecksumError
+
+        if isinstance(err, ChecksumError):
+            parser.exit(2, f"mepo-lab: error: {err}\n")
+        raise
     return 0
 
 

@@ -67,3 +67,21 @@ def test_cli_became_and_bad_input(tmp_path, capsys):
         with pytest.raises(SystemExit) as err:
             main(["became", "--preset", "smoke", "--out", str(tmp_path), "--set", bad])
         assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_became_command_on_fake_cifar100(tmp_path, capsys):
+    """The real-data path on CIFAR-100 pickles in the real format (random pixels, offline)."""
+    from mepo_lab.cli import main
+    from tests.fakes import write_cifar100
+
+    write_cifar100(tmp_path / "datasets" / "cifar100", train_per_class=3, test_per_class=2)
+    out = tmp_path / "out"
+    assert main(["became", "--preset", "smoke", "--data-home", str(tmp_path), "--out", str(out), "--no-progress",
+                 "--no-verify", "--set", "data=cifar100", "--set", "n_tasks=2", "--set", "methods=gpm,became",
+                 "--set", "device=cpu"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["gpm", "became"] and len(rows[1]["matrix"]) == 2
+    with pytest.raises(SystemExit):  # random pixels do not match the real archive's checksum
+        main(["became", "--preset", "smoke", "--data-home", str(tmp_path), "--out", str(tmp_path / "o2"),
+              "--set", "data=cifar100", "--set", "n_tasks=2"])
+    assert "mepo-lab: error" in capsys.readouterr().err

@@ -28,9 +28,11 @@ from mepo_lab.device import pick_device
 from mepo_lab.protocols.task_incremental import Task, run_task_incremental, split_tasks
 
 
-def build_tasks(cfg: BecameConfig, data_home: str | Path | None = None, download: bool = False) -> list[Task]:
+def build_tasks(cfg: BecameConfig, data_home: str | Path | None = None, download: bool = False,
+                verify: bool = True) -> list[Task]:
     """``cfg.n_tasks`` tasks of ``cfg.classes_per_task`` classes: the synthetic world's downstream classes, or
-    CIFAR-100 (``<data home>/datasets``; the first ``n_tasks · classes_per_task`` classes)."""
+    CIFAR-100 (``<data home>/datasets``, checksummed unless ``verify=False``; the first
+    ``n_tasks · classes_per_task`` classes)."""
     n_classes = cfg.n_tasks * cfg.classes_per_task
     if cfg.data == "synthetic":
         world = SyntheticWorld(WorldConfig(seed=cfg.world_seed, image_size=cfg.image_size,
@@ -38,17 +40,18 @@ def build_tasks(cfg: BecameConfig, data_home: str | Path | None = None, download
         train = world.dataset("downstream", "train", cfg.train_per_class)
         test = world.dataset("downstream", "test", cfg.test_per_class)
     else:
-        train, test = (_cifar(split, n_classes, data_home, download) for split in ("train", "test"))
+        train, test = (_cifar(split, n_classes, data_home, download, verify) for split in ("train", "test"))
     groups = [list(range(t * cfg.classes_per_task, (t + 1) * cfg.classes_per_task)) for t in range(cfg.n_tasks)]
     return split_tasks(train, test, cfg.n_tasks, classes=groups)
 
 
-def _cifar(split: str, n_classes: int, data_home, download: bool) -> ImageArrays:
+def _cifar(split: str, n_classes: int, data_home, download: bool, verify: bool) -> ImageArrays:
     from mepo_lab.data.arrays import dataset_arrays
 
     if n_classes > 100:
         raise ValueError(f"CIFAR-100 has 100 classes, the preset asks for {n_classes}: lower n_tasks or classes_per_task")
-    images, targets = dataset_arrays("cifar100", split, root=paths.subdir("datasets", data_home), download=download)
+    images, targets = dataset_arrays("cifar100", split, root=paths.subdir("datasets", data_home), download=download,
+                                     verify=verify)
     keep = targets < n_classes
     return ImageArrays(np.asarray(images[keep]), targets[keep], [str(c) for c in range(100)], f"cifar100-{split}")
 
@@ -102,7 +105,7 @@ def format_table(summary: dict) -> str:
 
 
 def run_became(cfg: BecameConfig, out: str | Path, data_home: str | Path | None = None, download: bool = False,
-               progress: bool = True) -> dict:
+               progress: bool = True, verify: bool = True) -> dict:
     """Every (seed, method) of ``cfg``, resumable; ``out/results.json`` after each run; returns the result."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def run_became(cfg: BecameConfig, out: str | Path, data_home: str | Path | None 
     old = json.loads(path.read_text()) if path.exists() else {}
     rows = old.get("rows", []) if old.get("fingerprint") == fp else []
     done = {(r["method"], r["seed"]) for r in rows}
-    tasks = build_tasks(cfg, data_home, download)
+    tasks = build_tasks(cfg, data_home, download, verify)
     start = time.perf_counter()
     for seed, method in tqdm([(s, m) for s in cfg.seeds for m in cfg.methods if (m, s) not in done],
                              desc="BECAME runs", disable=not progress):
