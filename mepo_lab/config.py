@@ -200,6 +200,13 @@ def _paper() -> Preset:
 PRESETS = {"smoke": _smoke, "cpu": _cpu, "colab": _colab, "paper": _paper}
 
 
+def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """One ``ValueError`` naming the field and its valid values for the first field of ``cfg`` outside ``choices``."""
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+
+
 def smoke_forced() -> bool:
     """True when ``MEPO_LAB_SMOKE`` is set to a true value (1/true/yes)."""
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}

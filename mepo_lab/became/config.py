@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mepo_lab.config import smoke_forced
+from mepo_lab.config import check_choices, smoke_forced
 
 METHODS = ("seqft", "gpm", "gpm_stage2", "avg", "half", "became")
 
@@ -65,9 +65,7 @@ class BecameConfig:
                              f"{self.classes_per_task}")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed, e.g. --set seeds=1,2,3")
-        for key, allowed in _CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        check_choices(self, _CHOICES)
 
 
 _CHOICES = {"data": ("synthetic", "cifar100"), "model": ("vit", "alexnet"), "fisher_labels": ("pred", "true"),

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from mepo_lab.viz import save_figure_set
+
 METHOD_NAMES = {"seqft": "SeqFT", "gpm": "GPM", "gpm_stage2": "GPM + stage 2 (α = 1)", "avg": "α = 1/(t+1)",
                 "half": "α = 0.5", "became": "BECAME (closed form)"}
 
@@ -73,11 +75,4 @@ FIGURES = {"accuracy_matrices": plot_accuracy_matrices, "acc_bwt": plot_acc_bwt,
 
 def save_became_figures(result: dict, out: Path) -> list[Path]:
     """Every figure of :data:`FIGURES` as ``out/<name>.png``; returns the paths."""
-    saved = []
-    for name, plot in FIGURES.items():
-        fig = plot(result)
-        path = Path(out) / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        saved.append(path)
-    return saved
+    return save_figure_set(result, out, FIGURES)

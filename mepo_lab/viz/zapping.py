@@ -13,6 +13,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from mepo_lab.viz import save_figure_set
+
 KIND_COLOURS = {"iid": "tab:blue", "asb": "tab:orange", "meta": "tab:green", "mepo": "tab:purple"}
 KIND_NAMES = {"iid": "i.i.d.", "asb": "ASB", "meta": "Meta-ASB"}
 
@@ -116,14 +118,7 @@ FIGURES = {"continual_transfer": plot_continual_transfer, "learning_curves": plo
 
 def save_zapping_figures(result: dict, out: Path) -> list[Path]:
     """Every figure of :data:`FIGURES` as ``out/<name>.png``; returns the paths."""
-    saved = []
-    for name, plot in FIGURES.items():
-        fig = plot(result)
-        path = Path(out) / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        saved.append(path)
-    return saved
+    return save_figure_set(result, out, FIGURES)
 
 
 def _vit_name(row: dict) -> str:

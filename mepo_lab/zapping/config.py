@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mepo_lab.config import smoke_forced
+from mepo_lab.config import check_choices, smoke_forced
 
 REGIMES = ("iid", "iid_zap", "asb", "asb_zap", "meta", "meta_zap")
 OFFICIAL_EVAL_LRS = (0.055, 0.01, 0.0055, 0.001, 7e-4, 4e-4, 1e-4, 7e-5, 4e-5)
@@ -77,10 +77,7 @@ class ZappingConfig:
             raise ValueError("seeds must list at least one seed, e.g. --set seeds=1,2,3")
         if self.iid_shots > self.train_per_class:
             raise ValueError(f"iid_shots must be in [1, {self.train_per_class}] (train_per_class), got {self.iid_shots}")
-        for key in ("data", "model", "eval_mode", "inner_params"):
-            value, allowed = getattr(self, key), _CHOICES[key]
-            if value not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        check_choices(self, _CHOICES)
 
 
 _CHOICES = {"data": ("synthetic", "omniglot"), "model": ("conv", "vit"), "eval_mode": ("head", "all"),
