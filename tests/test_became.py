@@ -85,3 +85,12 @@ def test_became_command_on_fake_cifar100(tmp_path, capsys):
         main(["became", "--preset", "smoke", "--data-home", str(tmp_path), "--out", str(tmp_path / "o2"),
               "--set", "data=cifar100", "--set", "n_tasks=2"])
     assert "mepo-lab: error" in capsys.readouterr().err
+
+
+def test_run_one_is_reproducible_in_one_process():
+    from mepo_lab.became.run import build_tasks, run_one
+
+    cfg = override(became_preset("smoke"), {"device": "cpu"})
+    tasks = build_tasks(cfg)
+    first, second = (run_one(tasks, cfg, "became", 1) for _ in range(2))
+    assert first["matrix"] == second["matrix"] and first["alpha"] == second["alpha"]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
@@ -67,10 +68,12 @@ def build_model(cfg: BecameConfig, seed: int) -> MultiHeadNet:
 def run_one(tasks: list[Task], cfg: BecameConfig, method: str, seed: int, progress: bool = False) -> dict:
     """One method from one seed through every task; one row of ``results.json``."""
     start = time.perf_counter()
-    strategy = BecameStrategy(build_model(cfg, seed), method, cfg, seed, pick_device(cfg.device))
     logs: list[dict] = []
-    matrix = run_task_incremental(strategy, tasks, progress=progress,
-                                  on_task=lambda t, row, log: logs.append(log))
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, leave it as it was
+        torch.manual_seed(seed)
+        strategy = BecameStrategy(build_model(cfg, seed), method, cfg, seed, pick_device(cfg.device))
+        matrix = run_task_incremental(strategy, tasks, progress=progress,
+                                      on_task=lambda t, row, log: logs.append(log))
     r = matrix.matrix
     return {"method": method, "seed": seed, "ACC": matrix.acc(), "BWT": matrix.bwt(),
             "matrix": [[None if np.isnan(v) else float(v) for v in row] for row in r],
