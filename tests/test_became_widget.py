@@ -47,19 +47,6 @@ def test_the_chosen_knobs_reach_run_one_and_runs_stay_in_the_history(smoke, monk
     assert len(panel.history) == 0
 
 
-def test_an_error_in_the_run_is_shown_not_raised(smoke, monkeypatch):
-    import mepo_lab.became.run as became_run
-    from mepo_lab.widgets import became_panel
-
-    def broken(*args):
-        raise ValueError("the model has no parameter with requires_grad=True")
-
-    monkeypatch.setattr(became_run, "run_one", broken)
-    panel = became_panel(*smoke)
-    panel.run()
-    assert "requires_grad=True" in panel.error and panel.status.value.startswith("error: ValueError")
-
-
 def test_a_threshold_schedule_that_reaches_one_is_shown_as_an_error(smoke):
     from mepo_lab.widgets import became_panel
 
