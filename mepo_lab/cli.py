@@ -1,6 +1,7 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
-Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``became``, ``bench``. Every preset field can be
+Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``became``, ``hembed``,
+``bench``. Every preset field can be
 set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
@@ -35,8 +36,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, instance) -> None:
                                 help=f"(default: {default})")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS),
+def _common(parser: argparse.ArgumentParser, presets: list[str] | None = None) -> None:
+    parser.add_argument("--preset", default="cpu", choices=presets or list(PRESETS),
                         help="configuration preset (MEPO_LAB_SMOKE=1 forces smoke)")
     parser.add_argument("--data-home", default=None, help="where caches live (default: $MEPO_LAB_DATA, "
                         "<repo>/data in a checkout, else the platform cache dir)")
@@ -119,13 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("became", help="BECAME (Li et al. 2025): GPM + closed-form Bayesian merging against five "
                        "baselines on a task-incremental split (ACC, BWT, accuracy matrices)")
-    _common(c)
+    _common(c, [*PRESETS, "colab_vit"])
     c.add_argument("--download", action="store_true", help="download CIFAR-100 if missing (data=cifar100; checksummed)")
     c.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checksum checks (custom or modified copies of a dataset)")
     c.add_argument("--out", default="runs/became", help="output folder (results.json, figures)")
     c.epilog = ("--set takes the fields of mepo_lab.became.config.BecameConfig, e.g. --set epochs=10 "
-                "--set seeds=1,2 --set methods=gpm,became --set model=vit")
+                "--set seeds=1,2 --set methods=gpm,became --set model=vit; --preset colab_vit adapts the last 3 blocks "
+                "of a pretrained ViT-B/16 (a GPU run)")
+
+    h = sub.add_parser("hembed", help="H-embedding guided hypernetworks (Wu et al. 2025) against plain HNET and a "
+                       "random guide on tasks of designed similarity (ACC, BWT, H-score matrix)")
+    _common(h)
+    h.add_argument("--out", default="runs/hembed", help="output folder (results.json, figures)")
+    h.epilog = ("--set takes the fields of mepo_lab.hembed.config.HembedConfig, e.g. --set epochs=50 "
+                "--set seeds=1,2 --set methods=hnet,hnet_hembedding --set emb_mode=reciprocal")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -262,6 +271,19 @@ def cmd_became(args) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 
+def cmd_hembed(args) -> None:
+    from mepo_lab.hembed.config import hembed_preset
+    from mepo_lab.hembed.run import run_hembed
+    from mepo_lab.protocols.task_incremental import format_runs_table
+    from mepo_lab.viz.hembed import save_hembed_figures
+
+    cfg = override(hembed_preset(args.preset), args.overrides)
+    result = run_hembed(cfg, args.out, data_home=args.data_home, progress=args.progress)
+    figures = save_hembed_figures(result, Path(args.out))
+    print(format_runs_table(result["summary"]))
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
+
+
 def cmd_bench(args) -> None:
     from mepo_lab.bench import format_report, run_benchmarks
 
@@ -271,7 +293,7 @@ def cmd_bench(args) -> None:
 
 COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
             "pretrain": cmd_pretrain, "zapping": cmd_zapping, "became": cmd_became,
-            "bench": cmd_bench}
+            "hembed": cmd_hembed, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,9 @@ validation-driven schedule, GPM thresholds ε(t) = 0.97 + 0.003·t, 125 samples 
 matrices, Fisher from predicted labels, γ = 1. The lab runs a fixed number of epochs per stage (no
 validation split); the ``cpu`` preset scales everything to the synthetic world and a 5-minute budget: 10 tasks
 of 2 classes, the AlexNet at a quarter of its width, 5 + 5 epochs (the micro ViT trained from scratch stays
-at chance with this budget: ``model="vit"`` is there to show GPM on token inputs).
+at chance with this budget: ``model="vit"`` is there to show GPM on token inputs). ``colab_vit`` is the GPU
+variant on a pretrained ViT-B/16 (Sup-21K) with its last 3 blocks adapted at 224 px (not in the paper, which
+trains from scratch: our choice of blocks, epochs and learning rate).
 ``MEPO_LAB_SMOKE=1`` forces ``smoke``.
 """
 from __future__ import annotations
@@ -30,8 +32,12 @@ class BecameConfig:
     classes_per_task: int = 2
     train_per_class: int = 100
     test_per_class: int = 50
-    model: str = "alexnet"  # alexnet (the official net, scaled by width) | vit (the micro ViT from scratch)
+    model: str = "alexnet"  # alexnet (official, scaled by width) | vit (micro ViT, scratch) | pretrained_vit
     width: float = 0.25  # alexnet only
+    backbone: str = "sup21k"  # pretrained_vit only: a backbone zoo name or local:<path>
+    adapt_blocks: int = 3  # pretrained_vit only: the last blocks that train (GPM + merge act on them)
+    pretrained: bool = True  # pretrained_vit only: False = timm's random init (offline timing)
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA; pretrained_vit only)
     epochs: int = 5  # stage 1 (and the only stage of seqft / gpm)
     epochs2: int = 5  # stage 2
     lr: float = 0.05
@@ -57,6 +63,8 @@ class BecameConfig:
         if self.eps0 + (self.n_tasks - 1) * self.eps_inc >= 1:
             raise ValueError(f"the GPM threshold eps0 + (n_tasks - 1) * eps_inc must stay below 1, got "
                              f"{self.eps0} + {self.n_tasks - 1} * {self.eps_inc}: lower eps_inc (e.g. 0.0003) or eps0")
+        if self.adapt_blocks < 1:
+            raise ValueError(f"adapt_blocks must be >= 1, got {self.adapt_blocks}")
         if self.fisher_estimator == "sample" and self.model == "alexnet":
             raise ValueError("fisher_estimator='sample' needs per-sample gradients, which the AlexNet's BatchNorm "
                              "(batch statistics) does not have: use fisher_estimator='batch' or model='vit'")
@@ -68,8 +76,8 @@ class BecameConfig:
         check_choices(self, _CHOICES)
 
 
-_CHOICES = {"data": ("synthetic", "cifar100"), "model": ("vit", "alexnet"), "fisher_labels": ("pred", "true"),
-            "fisher_estimator": ("batch", "sample")}
+_CHOICES = {"data": ("synthetic", "cifar100"), "model": ("vit", "alexnet", "pretrained_vit"),
+            "fisher_labels": ("pred", "true"), "fisher_estimator": ("batch", "sample"), "precision": ("fp32", "bf16")}
 
 
 def _smoke() -> BecameConfig:
@@ -82,11 +90,17 @@ def _colab() -> BecameConfig:
                         epochs=50, epochs2=50, train_per_class=500, test_per_class=100)
 
 
+def _colab_vit() -> BecameConfig:
+    return BecameConfig(name="colab_vit", data="cifar100", n_tasks=10, classes_per_task=10, model="pretrained_vit",
+                        backbone="sup21k", adapt_blocks=3, precision="bf16", epochs=2, epochs2=2, lr=0.01, lr2=0.01,
+                        train_per_class=500, test_per_class=100, rep_samples=125, max_rows=4096)
+
+
 def _paper() -> BecameConfig:
     return replace(_colab(), name="paper", epochs=200, epochs2=200, seeds=(1, 2, 3, 4, 5))
 
 
-BECAME_PRESETS = {"smoke": _smoke, "cpu": BecameConfig, "colab": _colab, "paper": _paper}
+BECAME_PRESETS = {"smoke": _smoke, "cpu": BecameConfig, "colab": _colab, "colab_vit": _colab_vit, "paper": _paper}
 
 
 def became_preset(name: str = "cpu") -> BecameConfig:

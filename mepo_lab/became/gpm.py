@@ -45,13 +45,14 @@ def linear_layers(model: nn.Module, names: Sequence[str] | None = None, *,
                   head: str = HEAD) -> dict[str, nn.Linear | nn.Conv2d]:
     """The projected layers of ``model`` by qualified name, in module order.
 
-    ``names=None``: every ``nn.Linear``/``nn.Conv2d`` whose name does not start with ``head`` (the task
-    classifier, never projected; Saha et al. 2021 §4). Given ``names``: exactly those layers, checked.
+    ``names=None``: every ``nn.Linear``/``nn.Conv2d`` with a trainable weight whose name does not start with
+    ``head`` (the task classifier, never projected; Saha et al. 2021 §4); frozen layers (the early blocks of a
+    pretrained ViT) need no projection. Given ``names``: exactly those layers, checked.
     """
     modules = dict(model.named_modules())
     if names is None:
         names = [n for n, m in modules.items()
-                 if isinstance(m, (nn.Linear, nn.Conv2d)) and not n.startswith(head)]
+                 if isinstance(m, (nn.Linear, nn.Conv2d)) and not n.startswith(head) and m.weight.requires_grad]
     layers: dict[str, nn.Linear | nn.Conv2d] = {}
     for name in names:
         layer = modules.get(name)
@@ -63,7 +64,7 @@ def linear_layers(model: nn.Module, names: Sequence[str] | None = None, *,
             _check_conv(name, layer)
         layers[name] = layer
     if not layers:
-        raise ValueError("no layer to project: the model has no nn.Linear/nn.Conv2d outside the head")
+        raise ValueError("no layer to project: the model has no trainable nn.Linear/nn.Conv2d outside the head")
     return layers
 
 

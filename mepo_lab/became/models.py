@@ -7,6 +7,10 @@
 * :func:`vit` — the lab's micro ViT (a timm ``VisionTransformer``) trained from scratch, as BECAME trains
   its networks from scratch; GPM projects its patch embedding and its ``qkv``, ``proj``, ``fc1`` and ``fc2``
   layers (token inputs are the representations).
+* :func:`pretrained_vit` — a timm ViT-B/16 (a :data:`mepo_lab.backbones.zoo.ZOO` name or ``local:<path>``) with
+  every block but the last ``adapt_blocks`` frozen; GPM and the merge act on the trainable part only (blocks
+  9–11 of ViT-B/16 by default, our choice for a pretrained backbone: the paper trains from scratch). Images are
+  resized to the backbone's input size and normalised with its own statistics.
 
 Heads live in ``model.head`` (an ``nn.ModuleList``), so every head parameter's name starts with ``head.``:
 gradient projection and the freezing of 1-D parameters leave them alone, as the official code does.
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from mepo_lab.backbones.micro_vit import create_micro_vit
+from mepo_lab.backbones.zoo import create_backbone, normalization_stats
 from mepo_lab.config import MicroViTConfig
 
 
@@ -91,4 +96,49 @@ def vit(classes_per_task: Sequence[int], image_size: int = 32, cfg: MicroViTConf
         return MultiHeadNet(body, cfg.embed_dim, classes_per_task)
 
 
-MODELS = {"alexnet": alexnet, "vit": vit}
+class _PretrainedBody(nn.Module):
+    """``x ∈ [0, 1]`` → resize to the ViT's input size → ``(x − mean)/std`` → pooled feature (bf16 autocast on
+    CUDA when ``precision="bf16"``; the feature is returned in float32)."""
+
+    def __init__(self, vit: nn.Module, precision: str):
+        super().__init__()
+        stats = normalization_stats(vit, mode="backbone")
+        self.vit, self.precision = vit, precision
+        self.size = tuple(vit.patch_embed.img_size)
+        self.register_buffer("mean", torch.tensor(stats["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(stats["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.precision == "bf16" and x.is_cuda):
+            return self.vit(x).float()
+
+
+def pretrained_vit(classes_per_task: Sequence[int], backbone: str = "sup21k", adapt_blocks: int = 3, *,
+                   pretrained: bool = True, arch: str | None = None, precision: str = "fp32", seed: int = 0,
+                   **timm_kwargs) -> MultiHeadNet:
+    """A timm ViT (``create_backbone(backbone)``, head-less) whose last ``adapt_blocks`` blocks and final norm
+    train, with one bias-free head per task; everything before those blocks is frozen (``requires_grad=False``),
+    so GPM projects, and the Fisher and the merge cover, only the adapted blocks.
+
+    ``pretrained=False`` gives timm's random initialisation (offline tests and timing); ``timm_kwargs`` go to
+    ``timm.create_model`` (e.g. ``img_size=32, embed_dim=32, depth=4`` for a tiny test model).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit_model = create_backbone(backbone, pretrained=pretrained, arch=arch, freeze=True, **timm_kwargs).model
+        depth = len(vit_model.blocks)
+        if not 1 <= adapt_blocks <= depth:
+            raise ValueError(f"adapt_blocks must be in [1, {depth}] for this {depth}-block ViT, got {adapt_blocks}")
+        for module in (*vit_model.blocks[depth - adapt_blocks:], vit_model.norm, getattr(vit_model, "fc_norm", None)):
+            if module is not None:
+                module.requires_grad_(True)
+        vit_model.train()
+        return MultiHeadNet(_PretrainedBody(vit_model, precision), int(vit_model.num_features), classes_per_task)
+
+
+MODELS = {"alexnet": alexnet, "vit": vit, "pretrained_vit": pretrained_vit}

@@ -26,7 +26,13 @@ from mepo_lab.config import WorldConfig
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.device import pick_device
-from mepo_lab.protocols.task_incremental import Task, run_task_incremental, split_tasks
+from mepo_lab.protocols.task_incremental import (
+    Task,
+    format_runs_table,
+    run_task_incremental,
+    split_tasks,
+    summarise_runs,
+)
 
 
 def build_tasks(cfg: BecameConfig, data_home: str | Path | None = None, download: bool = False,
@@ -62,6 +68,9 @@ def build_model(cfg: BecameConfig, seed: int) -> MultiHeadNet:
     heads = [cfg.classes_per_task] * cfg.n_tasks
     if cfg.model == "alexnet":
         return MODELS["alexnet"](heads, cfg.image_size, cfg.width, seed=seed)
+    if cfg.model == "pretrained_vit":
+        return MODELS["pretrained_vit"](heads, cfg.backbone, cfg.adapt_blocks, pretrained=cfg.pretrained,
+                                        precision=cfg.precision, seed=seed)
     return MODELS["vit"](heads, cfg.image_size, seed=seed)
 
 
@@ -87,24 +96,8 @@ def fingerprint(cfg: BecameConfig) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per method: mean and sample std over seeds of ACC and BWT (fractions) and the seconds per run."""
-    out = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        out[method] = {k: {"mean": float(np.mean([r[k] for r in mine])),
-                           "std": float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else 0.0,
-                           "n": len(mine)} for k in ("ACC", "BWT", "seconds")}
-    return out
-
-
-def format_table(summary: dict) -> str:
-    """A markdown table: method × (ACC, BWT) in percent, mean ± std over seeds, and seconds per run."""
-    lines = ["| method | ACC (%) | BWT (%) | s/run |", "|---|---|---|---|"]
-    for method, s in summary.items():
-        lines.append(f"| {method} | {100 * s['ACC']['mean']:.2f} ± {100 * s['ACC']['std']:.2f} | "
-                     f"{100 * s['BWT']['mean']:.2f} ± {100 * s['BWT']['std']:.2f} | {s['seconds']['mean']:.1f} |")
-    return "\n".join(lines)
+summarise = summarise_runs  # names kept for existing callers
+format_table = format_runs_table
 
 
 def run_became(cfg: BecameConfig, out: str | Path, data_home: str | Path | None = None, download: bool = False,

@@ -197,6 +197,26 @@ def run_task_incremental(strategy: TaskStrategy, tasks: Sequence[Task], *, progr
     return r
 
 
+def summarise_runs(rows: Sequence[dict], keys: Sequence[str] = ("ACC", "BWT", "seconds")) -> dict:
+    """Per ``row["method"]`` (in first-seen order): mean, sample std (ddof 1; 0 for one run) and count of each key."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        out[method] = {k: {"mean": float(np.mean([r[k] for r in mine])),
+                           "std": float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else 0.0,
+                           "n": len(mine)} for k in keys}
+    return out
+
+
+def format_runs_table(summary: dict) -> str:
+    """A markdown table of :func:`summarise_runs`: method × (ACC, BWT) in percent, mean ± std, and s/run."""
+    lines = ["| method | ACC (%) | BWT (%) | s/run |", "|---|---|---|---|"]
+    for method, s in summary.items():
+        lines.append(f"| {method} | {100 * s['ACC']['mean']:.2f} ± {100 * s['ACC']['std']:.2f} | "
+                     f"{100 * s['BWT']['mean']:.2f} ± {100 * s['BWT']['std']:.2f} | {s['seconds']['mean']:.1f} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- internals
 def _default_groups(n_classes: int, n_tasks: int, seed: int | None) -> list[list[int]]:
     """The seeded permutation of ``0..C-1`` (id order for ``seed=None``) cut into sorted equal groups."""

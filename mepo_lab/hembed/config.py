@@ -1,0 +1,96 @@
+"""Presets of the H-embedding experiment (``mepo-lab hembed --preset smoke|cpu|colab|paper``).
+
+Official values (review code of Wu et al., NeurIPS 2025, arXiv 2502.11609: ``cifar/run_resnet.sh``,
+``cifar/train_args.py``): Adam at 5e-4, batch 32, 100 epochs per task, task and chunk embeddings of size 32,
+chunks of 7000 weights with a linear chunked hypernetwork, HyperCL β = 0.05 with the lookahead, embedding loss
+weight ``min(0.05·t, 1)``, H-embedding from 1000 samples of the new task, ``direct`` distances with ε = 0.1,
+placement by Adam at 1e-3 for 2000 iterations. The lab's target network is a generated 2-layer head on frozen
+micro-ViT features (the official one is a fully generated ResNet-32), on binary tasks of the synthetic world
+with designed similarity (:func:`mepo_lab.hembed.tasks.similarity_tasks`); the ``cpu`` preset fits 3 seeds ×
+3 methods in 5 minutes on 2 cores. ``MEPO_LAB_SMOKE=1`` forces ``smoke``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mepo_lab.config import PRESETS, check_choices, smoke_forced
+
+METHODS = ("hnet", "hnet_random_guide", "hnet_hembedding")
+GUIDES = {"hnet": "none", "hnet_random_guide": "random", "hnet_hembedding": "hembedding"}  # official --emb_metric
+
+
+@dataclass(frozen=True)
+class HembedConfig:
+    """Tasks, frozen backbone, hypernetwork, HyperCL regulariser and the H-embedding guide."""
+
+    name: str = "cpu"
+    world_preset: str = "cpu"  # the lab preset whose world and micro ViT are used
+    backbone: str = "pretrained"  # pretrained | random (the frozen micro ViT)
+    n_per_group: int = 3
+    groups: tuple[str, ...] = ("shape", "pattern")
+    contrast: str = "shared"  # shared (a group's tasks contrast the same two factor values) | any
+    train_per_class: int = 100
+    test_per_class: int = 50
+    hidden: int = 16  # width of the generated head's hidden layer (narrow: its features stay task-specific)
+    temb: int = 32
+    cemb: int = 32
+    chunk: int = 512
+    hnet_hidden: tuple[int, ...] = ()  # () = the review code's linear chunked hypernetwork
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 5e-4
+    beta: float = 0.05  # HyperCL output regulariser
+    lookahead: bool = True
+    emb_beta: float = 0.05  # ramp of the embedding loss: min(emb_beta * t, 1)
+    emb_mode: str = "direct"  # direct | reciprocal | ahp (our interpretation, unverified)
+    emb_eps: float = 0.1
+    emb_iters: int = 2000
+    emb_lr: float = 1e-3
+    emb_data_size: int = 1000
+    dec_mid: int = 512  # 0 = a single linear decoder (the stored official fc_decoder.py)
+    dec_lr: float = 1e-3
+    seeds: tuple[int, ...] = (1, 2, 3)
+    methods: tuple[str, ...] = METHODS
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
+        if self.world_preset not in PRESETS:
+            raise ValueError(f"world_preset must be one of {', '.join(PRESETS)}, got {self.world_preset!r}")
+        for key in ("n_per_group", "train_per_class", "test_per_class", "hidden", "epochs", "batch_size",
+                    "emb_data_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.beta < 0 or self.emb_beta < 0 or self.lr <= 0:
+            raise ValueError(f"beta and emb_beta must be >= 0 and lr > 0, got {self.beta}, {self.emb_beta}, {self.lr}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed, e.g. --set seeds=1,2,3")
+        check_choices(self, _CHOICES)
+
+
+_CHOICES = {"backbone": ("pretrained", "random"), "contrast": ("shared", "any"), "emb_mode": ("direct", "reciprocal", "ahp")}
+
+
+def _smoke() -> HembedConfig:
+    return HembedConfig(name="smoke", world_preset="smoke", n_per_group=2, train_per_class=20, test_per_class=10,
+                        epochs=2, emb_iters=50, seeds=(1,))
+
+
+def _colab() -> HembedConfig:
+    return HembedConfig(name="colab", n_per_group=5, train_per_class=300, test_per_class=100, epochs=50)
+
+
+def _paper() -> HembedConfig:
+    return replace(_colab(), name="paper", epochs=100, seeds=(1, 2, 3, 4, 5))
+
+
+HEMBED_PRESETS = {"smoke": _smoke, "cpu": HembedConfig, "colab": _colab, "paper": _paper}
+
+
+def hembed_preset(name: str = "cpu") -> HembedConfig:
+    """The named H-embedding preset (``MEPO_LAB_SMOKE=1`` forces ``smoke``); ValueError for unknown names."""
+    if name not in HEMBED_PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(HEMBED_PRESETS)}")
+    return HEMBED_PRESETS["smoke" if smoke_forced() else name]()

@@ -1,0 +1,105 @@
+"""The H-embedding experiment behind ``mepo-lab hembed``: three methods × seeds on tasks of designed similarity.
+
+Every (seed, method) trains a fresh hypernetwork through the binary tasks of
+:func:`mepo_lab.hembed.tasks.similarity_tasks` (groups alternate, A1 B1 A2 B2 …) on the frozen micro ViT of the
+``world_preset`` and records the accuracy matrix, ACC, BWT, the H-scores behind each guide, the task × task
+H-score matrix of the final generated heads, the learned embeddings and guides, and the drift of every task's
+generated weights. ``results.json`` is rewritten atomically after every run; a rerun with the same configuration
+skips the runs already in it. Wu et al., NeurIPS 2025, arXiv 2502.11609.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mepo_lab import paths
+from mepo_lab.backbones.base import Backbone
+from mepo_lab.backbones.pretrain import pretrained_backbone, random_backbone
+from mepo_lab.config import PRESETS
+from mepo_lab.device import pick_device
+from mepo_lab.hembed.config import HembedConfig
+from mepo_lab.hembed.strategy import HnetStrategy
+from mepo_lab.hembed.tasks import similarity_tasks
+from mepo_lab.protocols.task_incremental import (
+    Task,
+    run_task_incremental,
+    summarise_runs,
+)
+
+
+def build_tasks(cfg: HembedConfig) -> tuple[list[Task], list[str]]:
+    """The designed-similarity tasks in the world of ``cfg.world_preset``, and the group of each task."""
+    world = PRESETS[cfg.world_preset]().world
+    return similarity_tasks(world.seed, cfg.n_per_group, world.image_size, cfg.train_per_class, cfg.test_per_class,
+                            cfg.groups, n_downstream_classes=world.n_downstream_classes, contrast=cfg.contrast)
+
+
+def build_backbone(cfg: HembedConfig, data_home: str | Path | None = None, progress: bool = False) -> Backbone:
+    """The frozen micro ViT of ``cfg.world_preset``: pretrained on the world (cached) or randomly initialised."""
+    preset = PRESETS[cfg.world_preset]()
+    if cfg.backbone == "random":
+        return random_backbone(preset)
+    return pretrained_backbone(preset, data_home, progress=progress)
+
+
+def _nan_free(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
+
+
+def run_one(tasks: list[Task], backbone: Backbone, cfg: HembedConfig, method: str, seed: int,
+            progress: bool = False) -> dict:
+    """One method from one seed through every task; one row of ``results.json``."""
+    start = time.perf_counter()
+    logs: list[dict] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        strategy = HnetStrategy(backbone.model, [t.n_classes for t in tasks], method, cfg, seed,
+                                pick_device(cfg.device))
+        matrix = run_task_incremental(strategy, tasks, progress=progress,
+                                      on_task=lambda t, row, log: logs.append(log))
+    embs = [e.detach().cpu().tolist() for e in strategy.hnet.task_embs]
+    return {"method": method, "seed": seed, "ACC": matrix.acc(), "BWT": matrix.bwt(),
+            "matrix": _nan_free(matrix.matrix), "scores": [log["scores"] for log in logs],
+            "hscore_matrix": _nan_free(strategy.score_matrix(tasks)), "embeddings": embs,
+            "guides": {str(t): g.cpu().tolist() for t, g in strategy.guides.items()},
+            "drift": strategy.drift(), "seconds": time.perf_counter() - start}
+
+
+def fingerprint(cfg: HembedConfig) -> str:
+    """Every setting except the name, seeds, methods and device."""
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "seeds", "methods", "device")}
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None = None,
+               progress: bool = True) -> dict:
+    """Every (seed, method) of ``cfg``, resumable; ``out/results.json`` after each run; returns the result."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path, fp = out / "results.json", fingerprint(cfg)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    rows = old.get("rows", []) if old.get("fingerprint") == fp else []
+    done = {(r["method"], r["seed"]) for r in rows}
+    tasks, groups = build_tasks(cfg)
+    backbone = build_backbone(cfg, data_home, progress)
+    start = time.perf_counter()
+    for seed, method in tqdm([(s, m) for s in cfg.seeds for m in cfg.methods if (m, s) not in done],
+                             desc="H-embedding runs", disable=not progress):
+        rows.append(run_one(tasks, backbone, cfg, method, seed))
+        paths.atomic_save_json(path, _result(cfg, fp, rows, groups, time.perf_counter() - start))
+    result = _result(cfg, fp, rows, groups, time.perf_counter() - start)
+    paths.atomic_save_json(path, result)
+    return result
+
+
+def _result(cfg: HembedConfig, fp: str, rows: list[dict], groups: list[str], seconds: float) -> dict:
+    order = {m: i for i, m in enumerate(cfg.methods)}
+    rows = sorted(rows, key=lambda r: (order.get(r["method"], 99), r["seed"]))
+    return {"command": "hembed", "config": dataclasses.asdict(cfg), "fingerprint": fp, "groups": groups,
+            "rows": rows, "summary": summarise_runs(rows), "seconds": seconds}
