@@ -9,10 +9,11 @@ MetaRep" and ``mepo + corrected`` is the full method.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -184,6 +185,32 @@ def backbone_features(preset: Preset, kinds: Iterable[str] = ("pretrained", "mep
         if covariance:
             with_covariance(preset, feats[kind], data_home, progress)
     return feats
+
+
+def first_task_hscores(preset: Preset, kinds: Iterable[str] = ("pretrained", "mepo"), seeds: Iterable[int] = (1,),
+                       samples: int | None = None, *, data_home: str | Path | None = None,
+                       progress: bool = True) -> list[dict]:
+    """H-score ``tr(Cov(f)⁺ Cov(E[f|y]))`` of each backbone's frozen features on the first task of the Si-Blurry
+    stream of every seed (its first ``samples`` samples in presentation order, or all of them).
+
+    A transferability check of MePo's "rapid adaptation" claim with the H-score of Wu et al. (NeurIPS 2025,
+    arXiv 2502.11609): the higher, the more linearly separable the first classes the learner meets. Rows:
+    ``backbone``, ``seed``, ``n`` samples, ``classes`` seen, ``H`` and its ceiling ``min(d, classes − 1)``.
+    """
+    from mepo_lab.hembed.hscore import h_score
+
+    s, rows = preset.stream, []
+    for kind in kinds:
+        feats = world_features(preset, get_backbone(kind, preset, data_home, progress), data_home, progress)
+        for seed in seeds:
+            stream = si_blurry(feats.train.targets, n_tasks=s.n_tasks, n=s.n, m=s.m, seed=seed, stochastic=s.stochastic)
+            index = stream.task_indices[0][:samples]
+            y = feats.train.targets[index]
+            classes = len(np.unique(y))
+            rows.append({"backbone": kind, "seed": seed, "n": len(index), "classes": classes,
+                         "H": h_score(feats.train.features[index].astype(np.float64), y),
+                         "H_max": min(feats.train.features.shape[1], classes - 1)})
+    return rows
 
 
 def feature_runner(preset: Preset, feats: WorldFeatures | dict[str, WorldFeatures], learner: str = "linear"

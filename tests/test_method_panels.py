@@ -22,7 +22,16 @@ def _zapping():
     return cfg, build_split(cfg)
 
 
+def _hembed():
+    from mepo_lab.hembed.config import hembed_preset
+    from mepo_lab.hembed.run import build_tasks
+
+    cfg = hembed_preset("smoke")
+    return cfg, build_tasks(cfg)[0], None  # the backbone is never used: run_one is replaced
+
+
 @pytest.mark.parametrize("panel_name, run_module, inputs, message", [
+    ("hembed_panel", "mepo_lab.hembed.run", _hembed, "H-score needs at least 2 classes"),
     ("became_panel", "mepo_lab.became.run", _became, "the model has no parameter with requires_grad=True"),
     ("zapping_panel", "mepo_lab.zapping.run", _zapping, "shots must be in [1, 5], got 9"),
 ])

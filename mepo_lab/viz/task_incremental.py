@@ -50,3 +50,27 @@ def acc_bwt(result: dict, names: dict[str, str] | None = None) -> Figure:
         ax.set(title=title, ylabel="%")
     fig.tight_layout()
     return fig
+
+
+def plot_task_run(row: dict, past: list[tuple[str, dict]] = (), names: dict[str, str] | None = None) -> Figure:
+    """``R[t, i]`` of one run's row (tasks not trained yet hatched) and the ACC / BWT of the ``past`` runs
+    (``(label, row)`` pairs, grey, oldest first) and of this run (colour): the widgets' picture of a run."""
+    name = (names or {}).get(row["method"], row["method"])
+    fig, (mat, bars) = plt.subplots(1, 2, figsize=(10.5, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    r = 100 * np.array([[np.nan if v is None else v for v in line] for line in row["matrix"]], float)
+    mat.add_patch(plt.Rectangle((-0.5, -0.5), r.shape[1], r.shape[0], hatch="//", fill=False, color="0.8", lw=0))
+    im = mat.imshow(np.ma.masked_invalid(r), vmin=0, vmax=100, cmap="viridis")
+    fig.colorbar(im, ax=mat, shrink=0.85, label="accuracy (%)")
+    mat.set(title=f"R[t, i]: {name}", xlabel="evaluated task i", ylabel="after task t")
+    runs = [*past, ("now", row)]
+    x = np.arange(len(runs))
+    for k, (key, colour) in enumerate((("ACC", "tab:blue"), ("BWT", "tab:red"))):
+        values = [100 * old[key] for _, old in runs]
+        colours = ["0.7"] * (len(runs) - 1) + [colour]
+        bars.bar(x + (k - 0.5) * 0.4, values, 0.4, color=colours, edgecolor=colour, label=key)
+    bars.axhline(0, color="k", lw=0.8)
+    bars.set_xticks(x, [label for label, _ in runs], rotation=20, ha="right", fontsize=7)
+    bars.set(ylabel="%", title="ACC (higher is better), BWT (negative = forgetting)")
+    bars.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
-import numpy as np
 
 from mepo_lab.became import run as became_run
 from mepo_lab.became.config import METHODS, BecameConfig
 from mepo_lab.protocols.task_incremental import Task
 from mepo_lab.viz.became import METHOD_NAMES
+from mepo_lab.viz.task_incremental import plot_task_run
 from mepo_lab.widgets.live import RunHistory, show_figure
 from mepo_lab.widgets.panels import STYLE, _button_panel
 
@@ -38,25 +37,7 @@ def _label(row: dict, eps0: float) -> str:
 def plot_became_run(row: dict, history: RunHistory | None = None):
     """``R[t, i]`` of one ``run_one`` row (tasks not trained yet hatched) and the ACC / BWT of ``history``
     (grey, oldest first) and of this run (colour)."""
-    fig, (mat, bars) = plt.subplots(1, 2, figsize=(10.5, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
-    r = 100 * np.array([[np.nan if v is None else v for v in line] for line in row["matrix"]], float)
-    mat.add_patch(plt.Rectangle((-0.5, -0.5), r.shape[1], r.shape[0], hatch="//", fill=False, color="0.8", lw=0))
-    im = mat.imshow(np.ma.masked_invalid(r), vmin=0, vmax=100, cmap="viridis")
-    fig.colorbar(im, ax=mat, shrink=0.85, label="accuracy (%)")
-    mat.set(title=f"R[t, i]: {METHOD_NAMES.get(row['method'], row['method'])}", xlabel="evaluated task i",
-            ylabel="after task t")
-    runs = [*(history.runs if history else []), ("now", row)]
-    x = np.arange(len(runs))
-    for k, (key, colour) in enumerate((("ACC", "tab:blue"), ("BWT", "tab:red"))):
-        values = [100 * old[key] for _, old in runs]
-        colours = ["0.7"] * (len(runs) - 1) + [colour]
-        bars.bar(x + (k - 0.5) * 0.4, values, 0.4, color=colours, edgecolor=colour, label=key)
-    bars.axhline(0, color="k", lw=0.8)
-    bars.set_xticks(x, [label for label, _ in runs], rotation=20, ha="right", fontsize=7)
-    bars.set(ylabel="%", title="ACC (higher is better), BWT (negative = forgetting)")
-    bars.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
+    return plot_task_run(row, history.runs if history else [], METHOD_NAMES)
 
 
 def became_panel(cfg: BecameConfig, tasks: list[Task], history: int = 4) -> W.Widget:
