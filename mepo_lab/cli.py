@@ -131,10 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("hembed", help="H-embedding guided hypernetworks (Wu et al. 2025) against plain HNET and a "
                        "random guide on tasks of designed similarity (ACC, BWT, H-score matrix)")
-    _common(h)
+    _common(h, [*PRESETS, "colab_vit"])
+    h.add_argument("--download", action="store_true", help="download CIFAR-10/100 if missing (data=cifar; checksummed)")
+    h.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checksum checks (custom or modified copies of a dataset)")
     h.add_argument("--out", default="runs/hembed", help="output folder (results.json, figures)")
     h.epilog = ("--set takes the fields of mepo_lab.hembed.config.HembedConfig, e.g. --set epochs=50 "
-                "--set seeds=1,2 --set methods=hnet,hnet_hembedding --set emb_mode=reciprocal")
+                "--set seeds=1,2 --set methods=hnet,hnet_hembedding --set emb_mode=reciprocal; --preset colab runs the official "
+                "ResNet-32 on CIFAR-10 + CIFAR-100, --preset colab_vit a generated LoRA on a ViT-B/16 (GPU runs)")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -278,7 +282,8 @@ def cmd_hembed(args) -> None:
     from mepo_lab.viz.hembed import save_hembed_figures
 
     cfg = override(hembed_preset(args.preset), args.overrides)
-    result = run_hembed(cfg, args.out, data_home=args.data_home, progress=args.progress)
+    result = run_hembed(cfg, args.out, data_home=args.data_home, progress=args.progress, download=args.download,
+                        verify=args.verify)
     figures = save_hembed_figures(result, Path(args.out))
     print(format_runs_table(result["summary"]))
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")

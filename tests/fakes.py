@@ -53,6 +53,27 @@ def write_cifar100(base: Path, train_per_class: int = 2, test_per_class: int = 1
     return folder
 
 
+def write_cifar10(base: Path, train_per_class: int = 2, test_per_class: int = 1, seed: int = 0) -> Path:
+    """``base/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` with 10 classes (the training
+    images dealt over the five batches, as in the real archive)."""
+    rng = np.random.default_rng(seed)
+    folder = base / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(labels: np.ndarray, name: str) -> dict:
+        return {b"batch_label": name.encode(), b"labels": labels.tolist(),
+                b"data": rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8),
+                b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+
+    train = rng.permutation(np.repeat(np.arange(10), train_per_class))
+    for i, part in enumerate(np.array_split(train, 5), start=1):
+        _dump_py2(folder / f"data_batch_{i}", batch(part, f"training batch {i} of 5"))
+    _dump_py2(folder / "test_batch", batch(rng.permutation(np.repeat(np.arange(10), test_per_class)), "testing batch 1 of 1"))
+    _dump_py2(folder / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)],
+                                        b"num_cases_per_batch": 10000, b"num_vis": 3072})
+    return folder
+
+
 def write_image(path: Path, seed: int, size: int = 8) -> Path:
     """A small random RGB image; the format follows the suffix (``.jpg``/``.JPEG`` or ``.png``)."""
     path.parent.mkdir(parents=True, exist_ok=True)

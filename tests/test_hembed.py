@@ -85,7 +85,10 @@ def test_cli_hembed_and_bad_input(smoke_home, tmp_path, capsys):
     ({"seeds": ()}, "seeds must list"),
     ({"beta": -1.0}, "beta and emb_beta must be >= 0"),
     ({"contrast": "some"}, "contrast must be one of"),
-    ({"backbone": "dino"}, "backbone must be one of"),
+    ({"backbone": "vitx"}, "backbone must be pretrained, random"),
+    ({"backbone": "dino"}, "target='mlp' runs on the micro ViT's features"),
+    ({"target": "resnet"}, "target must be one of mlp, lora, resnet32"),
+    ({"cifar100_tasks": 11}, r"cifar100_tasks in \[1, 10\]"),
 ])
 def test_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -68,6 +68,22 @@ def test_cifar100_verify_true_rejects_fake_pickles(tmp_path):
         get_dataset("cifar100", "train", root=tmp_path)
 
 
+def test_cifar10_reads_the_five_training_batches_and_checks_md5(tmp_path):
+    folder = fakes.write_cifar10(tmp_path / "cifar10", train_per_class=3, test_per_class=2)
+    train = get_dataset("cifar10", "train", root=tmp_path, verify=False)
+    test = get_dataset("cifar10", "test", root=tmp_path, verify=False)
+    labels = []
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "rb") as f:
+            labels += pickle.load(f, encoding="bytes")[b"labels"]
+    assert list(train.targets) == labels and len(train) == 30 and len(test) == 20
+    assert train.classes[2] == "class2" and train.name == "cifar10"
+    with pytest.raises(ChecksumError, match="verify=False"):
+        get_dataset("cifar10", "train", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
+        get_dataset("cifar10", "train", root=tmp_path / "empty")
+
+
 # ---------------------------------------------------------------- ImageNet-R
 def test_imagenet_r_extracts_and_splits_80_20_per_class(imagenet_r):
     root, _, files = imagenet_r

@@ -28,7 +28,7 @@ def dataset_arrays(name: str, split: str, *, root: str | os.PathLike | None = No
     from mepo_lab.data.real import get_dataset
     from mepo_lab.data.transforms import load_transform
 
-    if name == "cifar100":
+    if name in ("cifar100", "cifar10"):
         ds = get_dataset(name, split, root=root, download=download, verify=verify)
         return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, np.int64)
     folder = paths.subdir("arrays", data_home)

@@ -1,4 +1,4 @@
-"""Real image datasets on disk: CIFAR-100, ImageNet-R, CUB-200-2011, Tiny-ImageNet and any ImageFolder.
+"""Real image datasets on disk: CIFAR-100 (and CIFAR-10), ImageNet-R, CUB-200-2011, Tiny-ImageNet and any ImageFolder.
 
 ``get_dataset(name, split)`` returns a torch ``Dataset`` whose items are ``(transform(PIL image), label)``
 (default: a uint8 ``(3, H, W)`` tensor, so the GCL runner can augment batches on the GPU) and which carries
@@ -12,7 +12,7 @@ Where every number comes from:
 
 * ``STATISTICS`` (defined in :mod:`mepo_lab.data.normalization`): ``kangzhiq/MISA`` ``utils/data_loader.py``
   ``get_statistics`` (commit bcea2af), the table the Si-Blurry / MISA / MePo code normalises with.
-* CIFAR-100: URL and md5s are torchvision's own (``torchvision.datasets.CIFAR100``).
+* CIFAR-100 and CIFAR-10: URLs and md5s are torchvision's own (``torchvision.datasets.CIFAR100``, ``CIFAR10``).
 * ImageNet-R: URL from ``hendrycks/imagenet-r`` ``README.md``; md5 from ``ENSTA-U2IS-AI/torch-uncertainty``
   ``torch_uncertainty/datasets/classification/imagenet/imagenet_r.py`` (the same value recurs in several
   other public repositories).
@@ -31,10 +31,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR100, ImageFolder
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets import utils as tv_utils
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
@@ -188,51 +189,64 @@ def ensure_extracted(name: str, root: Path, download: bool = False, verify: bool
     return target
 
 
-# ---------------------------------------------------------------- CIFAR-100 (torchvision's format)
-class _CIFAR100(CIFAR100):
-    """torchvision's CIFAR-100; ``verify=False`` blanks its md5 table on this instance, so its own
-    ``_check_integrity``/``_load_meta`` only check that the files exist (custom copies, test fakes)."""
+# ---------------------------------------------------------------- CIFAR-10 / CIFAR-100 (torchvision's format)
+def _verified(tv: type) -> type:
+    """torchvision's ``tv`` (CIFAR10 or CIFAR100); ``verify=False`` blanks its md5 table on the instance, so its
+    own ``_check_integrity``/``_load_meta`` only check that the files exist (custom copies, test fakes)."""
 
-    def __init__(self, root: Path, train: bool, transform: Transform, download: bool, verify: bool):
-        if not verify:
-            self.train_list = [(f, None) for f, _ in CIFAR100.train_list]
-            self.test_list = [(f, None) for f, _ in CIFAR100.test_list]
-            self.meta = dict(CIFAR100.meta, md5=None)
-            self.tgz_md5 = None
-        super().__init__(str(root), train=train, transform=transform, download=download)
+    class Verified(tv):
+        def __init__(self, root: Path, train: bool, transform: Transform, download: bool, verify: bool):
+            if not verify:
+                self.train_list = [(f, None) for f, _ in tv.train_list]
+                self.test_list = [(f, None) for f, _ in tv.test_list]
+                self.meta = dict(tv.meta, md5=None)
+                self.tgz_md5 = None
+            super().__init__(str(root), train=train, transform=transform, download=download)
+
+    return Verified
 
 
-def _cifar100_base(root: Path) -> Path:
-    """``root/cifar100`` (our layout) unless only ``root`` holds the data (torchvision's ``CIFAR100(root=...)``
+_CIFAR = {"cifar100": CIFAR100, "cifar10": CIFAR10}
+_CIFAR_FILES = {"cifar100": ("train", "test", "meta"),
+                "cifar10": (*[f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta")}
+
+
+def _cifar_base(name: str, root: Path) -> Path:
+    """``root/<name>`` (our layout) unless only ``root`` holds the data (torchvision's ``CIFAR100(root=...)``
     layout, also the MISA/MePo code's): extracted files first, then the archive."""
-    bases = (root / "cifar100", root)
+    tv, bases = _CIFAR[name], (root / name, root)
     for base in bases:
-        if all((base / CIFAR100.base_folder / f).is_file() for f in ("train", "test", "meta")):
+        if all((base / tv.base_folder / f).is_file() for f in _CIFAR_FILES[name]):
             return base
-    return next((b for b in bases if (b / CIFAR100.filename).is_file()), bases[0])
+    return next((b for b in bases if (b / tv.filename).is_file()), bases[0])
 
 
-def _cifar100(split: str, root: Path, download: bool, verify: bool, transform: Transform | None):
-    base = _cifar100_base(root)
-    folder = base / CIFAR100.base_folder
-    tgz = base / CIFAR100.filename
-    if not download and not all((folder / f).is_file() for f in ("train", "test", "meta")):
+def _cifar(split: str, root: Path, download: bool, verify: bool, transform: Transform | None, *,
+           name: str = "cifar100"):
+    tv = _CIFAR[name]
+    base = _cifar_base(name, root)
+    folder = base / tv.base_folder
+    tgz = base / tv.filename
+    if not download and not all((folder / f).is_file() for f in _CIFAR_FILES[name]):
         if not tgz.is_file():
-            raise _missing("cifar100", [folder, tgz, root / CIFAR100.base_folder, root / CIFAR100.filename],
-                           f"{CIFAR100.filename} (from {CIFAR100.url}) or its extracted {CIFAR100.base_folder}/",
-                           base)
-        actual = _md5_mismatch(tgz, CIFAR100.tgz_md5) if verify else None
+            raise _missing(name, [folder, tgz, root / tv.base_folder, root / tv.filename],
+                           f"{tv.filename} (from {tv.url}) or its extracted {tv.base_folder}/", base)
+        actual = _md5_mismatch(tgz, tv.tgz_md5) if verify else None
         if actual is not None:
-            raise ChecksumError(f"{tgz} has md5 {actual}, expected {CIFAR100.tgz_md5}; pass download=True "
+            raise ChecksumError(f"{tgz} has md5 {actual}, expected {tv.tgz_md5}; pass download=True "
                                 f"to re-fetch it, or verify=False to accept it")
         download = True  # torchvision then only extracts the archive that is already there
     try:
-        ds = _CIFAR100(base, split == "train", transform or pil_to_uint8, download, verify)
+        ds = _verified(tv)(base, split == "train", transform or pil_to_uint8, download, verify)
     except RuntimeError as err:
-        raise ChecksumError(f"CIFAR-100 under {folder} fails torchvision's md5 check ({err}); pass "
+        raise ChecksumError(f"{name} under {folder} fails torchvision's md5 check ({err}); pass "
                             f"download=True to re-fetch, or verify=False to accept a custom copy") from err
-    ds.name, ds.split = "cifar100", split
+    ds.name, ds.split = name, split
     return ds
+
+
+_cifar100 = partial(_cifar, name="cifar100")
+_cifar10 = partial(_cifar, name="cifar10")
 
 
 # ---------------------------------------------------------------- ImageNet-R: seeded 80/20 split per class
@@ -344,7 +358,7 @@ def _imagefolder(split: str, root: Path, download: bool, verify: bool, transform
     return FileImageDataset(full.samples, full.classes, transform, f"imagefolder:{root}", split)
 
 
-DATASETS: dict[str, Callable] = {"cifar100": _cifar100, "imagenet-r": _imagenet_r, "cub200": _cub200,
+DATASETS: dict[str, Callable] = {"cifar100": _cifar100, "cifar10": _cifar10, "imagenet-r": _imagenet_r, "cub200": _cub200,
                                  "tiny-imagenet": _tiny_imagenet, "imagefolder": _imagefolder}
 
 

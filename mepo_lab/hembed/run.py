@@ -1,8 +1,8 @@
-"""The H-embedding experiment behind ``mepo-lab hembed``: three methods × seeds on tasks of designed similarity.
+"""The H-embedding experiment behind ``mepo-lab hembed``: three methods × seeds on a task sequence.
 
-Every (seed, method) trains a fresh hypernetwork through the binary tasks of
-:func:`mepo_lab.hembed.tasks.similarity_tasks` (groups alternate, A1 B1 A2 B2 …) on the frozen micro ViT of the
-``world_preset`` and records the accuracy matrix, ACC, BWT, the H-scores behind each guide, the task × task
+Every (seed, method) trains a fresh hypernetwork through the tasks — the binary tasks of designed similarity of
+:func:`mepo_lab.hembed.tasks.similarity_tasks` (groups alternate, A1 B1 A2 B2 …) or CIFAR-10 followed by
+CIFAR-100 splits — with the configured target network, and records the accuracy matrix, ACC, BWT, the H-scores behind each guide, the task × task
 H-score matrix of the final generated heads, the learned embeddings and guides, and the drift of every task's
 generated weights. ``results.json`` is rewritten atomically after every run; a rerun with the same configuration
 skips the runs already in it. Wu et al., NeurIPS 2025, arXiv 2502.11609.
@@ -21,7 +21,10 @@ from tqdm.auto import tqdm
 from mepo_lab import paths
 from mepo_lab.backbones.base import Backbone
 from mepo_lab.backbones.pretrain import pretrained_backbone, random_backbone
+from mepo_lab.backbones.zoo import create_backbone
 from mepo_lab.config import PRESETS
+from mepo_lab.data.arrays import dataset_arrays
+from mepo_lab.data.base import ImageArrays
 from mepo_lab.device import pick_device
 from mepo_lab.hembed.config import HembedConfig
 from mepo_lab.hembed.strategy import HnetStrategy
@@ -29,19 +32,41 @@ from mepo_lab.hembed.tasks import similarity_tasks
 from mepo_lab.protocols.task_incremental import (
     Task,
     run_task_incremental,
+    split_tasks,
     summarise_runs,
 )
 
 
-def build_tasks(cfg: HembedConfig) -> tuple[list[Task], list[str]]:
-    """The designed-similarity tasks in the world of ``cfg.world_preset``, and the group of each task."""
-    world = PRESETS[cfg.world_preset]().world
-    return similarity_tasks(world.seed, cfg.n_per_group, world.image_size, cfg.train_per_class, cfg.test_per_class,
-                            cfg.groups, n_downstream_classes=world.n_downstream_classes, contrast=cfg.contrast)
+def build_tasks(cfg: HembedConfig, data_home: str | Path | None = None, download: bool = False,
+                verify: bool = True) -> tuple[list[Task], list[str]]:
+    """The tasks and a group label per task: the designed-similarity tasks in the world of ``cfg.world_preset``,
+    or (``data="cifar"``) CIFAR-10 as task 0 followed by ``cfg.cifar100_tasks`` tasks of 10 consecutive CIFAR-100
+    classes, as the official code orders them (``<data home>/datasets``, checksummed unless ``verify=False``)."""
+    if cfg.data == "similarity":
+        world = PRESETS[cfg.world_preset]().world
+        return similarity_tasks(world.seed, cfg.n_per_group, world.image_size, cfg.train_per_class,
+                                cfg.test_per_class, cfg.groups, n_downstream_classes=world.n_downstream_classes,
+                                contrast=cfg.contrast)
+    root = paths.subdir("datasets", data_home)
+    arrays = {(name, split): dataset_arrays(name, split, root=root, download=download, verify=verify)
+              for name in ("cifar10", "cifar100") for split in ("train", "test")}
+    parts = {key: ImageArrays(images, targets, [str(c) for c in range(int(targets.max()) + 1)], "-".join(key))
+             for key, (images, targets) in arrays.items()}
+    first = split_tasks(parts["cifar10", "train"], parts["cifar10", "test"], 1)
+    n = cfg.cifar100_tasks
+    rest = split_tasks(parts["cifar100", "train"], parts["cifar100", "test"], n,
+                       classes=[list(range(10 * t, 10 * t + 10)) for t in range(n)])
+    tasks = [first[0]] + [Task(t.index + 1, t.classes, t.train, t.test) for t in rest]
+    return tasks, ["cifar10"] + ["cifar100"] * n
 
 
-def build_backbone(cfg: HembedConfig, data_home: str | Path | None = None, progress: bool = False) -> Backbone:
-    """The frozen micro ViT of ``cfg.world_preset``: pretrained on the world (cached) or randomly initialised."""
+def build_backbone(cfg: HembedConfig, data_home: str | Path | None = None, progress: bool = False) -> Backbone | None:
+    """The frozen ViT of the target: the micro ViT of ``cfg.world_preset`` (pretrained on the world and cached, or
+    random), a zoo / local ViT for ``target="lora"``, or None for ``resnet32`` (every weight is generated)."""
+    if cfg.target == "resnet32":
+        return None
+    if cfg.backbone not in ("pretrained", "random"):
+        return create_backbone(cfg.backbone, pretrained=cfg.pretrained)
     preset = PRESETS[cfg.world_preset]()
     if cfg.backbone == "random":
         return random_backbone(preset)
@@ -52,14 +77,14 @@ def _nan_free(matrix: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
 
 
-def run_one(tasks: list[Task], backbone: Backbone, cfg: HembedConfig, method: str, seed: int,
+def run_one(tasks: list[Task], backbone: Backbone | None, cfg: HembedConfig, method: str, seed: int,
             progress: bool = False) -> dict:
     """One method from one seed through every task; one row of ``results.json``."""
     start = time.perf_counter()
     logs: list[dict] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        strategy = HnetStrategy(backbone.model, [t.n_classes for t in tasks], method, cfg, seed,
+        strategy = HnetStrategy(backbone and backbone.model, [t.n_classes for t in tasks], method, cfg, seed,
                                 pick_device(cfg.device))
         matrix = run_task_incremental(strategy, tasks, progress=progress,
                                       on_task=lambda t, row, log: logs.append(log))
@@ -78,7 +103,7 @@ def fingerprint(cfg: HembedConfig) -> str:
 
 
 def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None = None,
-               progress: bool = True) -> dict:
+               progress: bool = True, download: bool = False, verify: bool = True) -> dict:
     """Every (seed, method) of ``cfg``, resumable; ``out/results.json`` after each run; returns the result."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +111,7 @@ def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None 
     old = json.loads(path.read_text()) if path.exists() else {}
     rows = old.get("rows", []) if old.get("fingerprint") == fp else []
     done = {(r["method"], r["seed"]) for r in rows}
-    tasks, groups = build_tasks(cfg)
+    tasks, groups = build_tasks(cfg, data_home, download, verify)
     backbone = build_backbone(cfg, data_home, progress)
     start = time.perf_counter()
     for seed, method in tqdm([(s, m) for s in cfg.seeds for m in cfg.methods if (m, s) not in done],

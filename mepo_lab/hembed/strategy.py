@@ -14,45 +14,65 @@ hypernetwork ``h(e_t, Θ)`` generates the weights of a 2-layer head on frozen ba
 The guide: H-scores ``H_i = H(features of h(e_i) on task-t data, y_t)`` for i < t, target distances, and the
 placement of :func:`mepo_lab.hembed.embedding.h_embedding`. ``hnet_random_guide`` places the guide from
 uniform random scores instead (our reading of the official ``--emb_metric random``); ``hnet`` has no guide.
-The generated weights of layer l are used times ``1/sqrt(fan_in_l)`` (a fixed gain in place of HyperCL's
-hypernetwork initialisation; the regulariser acts on the generated values).
+The target (a head on frozen features, a LoRA'd ViT or a ResNet-32: :mod:`mepo_lab.hembed.targets`) uses the
+generated values through a fixed gain and offset per tensor; the regulariser acts on the generated values.
 """
 from __future__ import annotations
 
-import math
+import copy
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mepo_lab.backbones.base import cls_features
+from mepo_lab.backbones.zoo import normalization_stats
 from mepo_lab.data.normalization import WORLD_PREPROCESS
 from mepo_lab.hembed.config import GUIDES, HembedConfig
 from mepo_lab.hembed.embedding import h_embedding
 from mepo_lab.hembed.hscore import h_score
 from mepo_lab.hembed.hypernet import ChunkedHypernet, EmbDecoder, emb_loss
 from mepo_lab.hembed.regularizer import delta_theta, hypercl_reg, store_targets
-from mepo_lab.hembed.target import mlp_features, mlp_forward, mlp_shapes
+from mepo_lab.hembed.resnet import ResNet32
+from mepo_lab.hembed.targets import LoRAViT, MlpTarget, ModuleTarget
 from mepo_lab.protocols.task_incremental import Task
 from mepo_lab.protocols.transfer import to_input
 
 
-class HnetStrategy:
-    """One of :data:`mepo_lab.hembed.config.METHODS` on a frozen backbone; ``train_task`` / ``predict`` for
-    :func:`mepo_lab.protocols.task_incremental.run_task_incremental`."""
+def make_target(cfg: HembedConfig, backbone: torch.nn.Module | None, n_out: int, featurize=None):
+    """The target of ``cfg.target`` (see :mod:`mepo_lab.hembed.targets`); ``backbone`` is the frozen ViT (None for
+    ``resnet32``), ``featurize`` the frozen-feature function of ``mlp``."""
+    if cfg.target == "mlp":
+        return MlpTarget(featurize, int(backbone.num_features), cfg.hidden, n_out)
+    if cfg.target == "resnet32":
+        return ModuleTarget(ResNet32(n_out))
+    vit = copy.deepcopy(backbone)  # LoRA modules are inserted in place: never into the caller's backbone
+    micro = cfg.backbone in ("pretrained", "random")
+    stats = {"mean": WORLD_PREPROCESS.mean, "std": WORLD_PREPROCESS.std} if micro else \
+        normalization_stats(vit, mode="backbone")
+    return ModuleTarget(LoRAViT(vit, n_out, cfg.lora_rank, cfg.lora_blocks, stats["mean"], stats["std"],
+                                cfg.precision))
 
-    def __init__(self, backbone: torch.nn.Module, n_classes: list[int], method: str, cfg: HembedConfig,
+
+class HnetStrategy:
+    """One of :data:`mepo_lab.hembed.config.METHODS` with the target of ``cfg.target``; ``train_task`` /
+    ``predict`` for :func:`mepo_lab.protocols.task_incremental.run_task_incremental`."""
+
+    def __init__(self, backbone: torch.nn.Module | None, n_classes: list[int], method: str, cfg: HembedConfig,
                  seed: int = 0, device: torch.device | str = "cpu"):
         if method not in GUIDES:
             raise ValueError(f"unknown method {method!r}: choose one of {', '.join(GUIDES)}")
         self.device, self.cfg, self.guide_kind = torch.device(device), cfg, GUIDES[method]
-        self.backbone = backbone.eval().requires_grad_(False).to(self.device)
-        self.n_classes = list(n_classes)
-        d = int(backbone.num_features)
-        shapes = mlp_shapes(d, cfg.hidden, max(self.n_classes))
-        self.hnet = ChunkedHypernet(shapes, len(self.n_classes), cfg.temb, cfg.cemb, cfg.chunk, cfg.hnet_hidden,
-                                    seed).to(self.device)
-        self.gains = [1 / math.sqrt(d)] * 2 + [1 / math.sqrt(cfg.hidden)] * 2
+        if backbone is not None:
+            backbone = backbone.eval().requires_grad_(False).to(self.device)
+        self.backbone, self.n_classes = backbone, list(n_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.target = make_target(cfg, backbone, max(self.n_classes), self.features)
+        if isinstance(self.target, ModuleTarget):
+            self.target.module.to(self.device)
+        self.hnet = ChunkedHypernet(self.target.shapes, len(self.n_classes), cfg.temb, cfg.cemb, cfg.chunk,
+                                    cfg.hnet_hidden, seed).to(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             self.decoder = EmbDecoder(self.hnet.z_dim, cfg.temb, cfg.dec_mid).to(self.device)
@@ -69,19 +89,25 @@ class HnetStrategy:
         out = [cls_features(self.backbone, (x[i:i + 512].to(self.device) - mean) / std) for i in range(0, len(x), 512)]
         return torch.cat(out).float()
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """What the target trains on, for float images in [0, 1], on the device (frozen features or images)."""
+        return self.target.prepare(x.to(self.device))
+
     def weights(self, task: int) -> list[torch.Tensor]:
-        """The head of ``task``: ``h(e_task, Θ)`` with each layer's weights times ``1/sqrt(fan_in)``."""
-        return [w * g for w, g in zip(self.hnet(task), self.gains)]
+        """The target weights of ``task``: ``offset + gain · h(e_task, Θ)`` per tensor (see ``targets``)."""
+        return [o + w * g for w, g, o in zip(self.hnet(task), self.target.gains, self.target.offsets)]
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """Logits of task ``task`` (the task id is known at test time)."""
-        return mlp_forward(self.weights(task), self.features(x))[:, :self.n_classes[task]]
+        return self.target.logits(self.weights(task), self.prepare(x))[:, :self.n_classes[task]]
 
     @torch.no_grad()
-    def hidden_features(self, source: int, f: torch.Tensor) -> torch.Tensor:
-        """Hidden activations of task ``source``'s generated head on features ``f`` (what the H-score sees)."""
-        return mlp_features(self.weights(source), f)
+    def hidden_features(self, source: int, inputs: torch.Tensor) -> torch.Tensor:
+        """Penultimate features of task ``source``'s generated target on prepared inputs (what the H-score sees),
+        in batches of 256."""
+        w = self.weights(source)
+        return torch.cat([self.target.hidden(w, inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
 
     def guide(self, t: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """``ê_t`` for t ≥ 2 (None otherwise or for plain HNET): placed from H-scores of the earlier generated
@@ -104,7 +130,7 @@ class HnetStrategy:
     def train_task(self, task: Task) -> dict:
         """Train ``e_t``, Θ (and the decoder) on ``task`` with the task loss, the guide loss and HyperCL."""
         cfg, t = self.cfg, task.index
-        f = self.features(to_input(task.train.images))
+        f = self.prepare(to_input(task.train.images))
         y = torch.from_numpy(np.asarray(task.train.targets)).long()
         targets = store_targets(self.hnet, list(range(t))) if t > 0 and cfg.beta > 0 else {}
         guide = self.guide(t, f, y)
@@ -117,7 +143,10 @@ class HnetStrategy:
         for _ in range(cfg.epochs):
             for index in torch.randperm(len(y), generator=self.gen).split(cfg.batch_size):
                 index = index.to(self.device)
-                loss = F.cross_entropy(mlp_forward(self.weights(t), f[index]), y_dev[index])
+                if len(index) < 2 and isinstance(self.target, ModuleTarget):
+                    continue  # BatchNorm with batch statistics cannot normalise one image
+                loss = F.cross_entropy(self.target.logits(self.weights(t), f[index])[:, :self.n_classes[t]],
+                                       y_dev[index])
                 if guide is not None:
                     loss = loss + emb_loss(self.decoder, self.hnet.hidden_z(t), guide, t, cfg.emb_beta)
                 for opt in (theta_opt, emb_opt, dec_opt):
@@ -146,7 +175,7 @@ class HnetStrategy:
         """``H[i, j]``: H-score of task i's generated head on up to ``emb_data_size`` training samples of task j."""
         out = np.full((len(tasks), len(tasks)), np.nan)
         for j, task in enumerate(tasks):
-            f = self.features(to_input(task.train.images[:self.cfg.emb_data_size]))
+            f = self.prepare(to_input(task.train.images[:self.cfg.emb_data_size]))
             y = np.asarray(task.train.targets[:self.cfg.emb_data_size])
             for i in range(len(tasks)):
                 out[i, j] = h_score(self.hidden_features(i, f), y)
