@@ -238,3 +238,27 @@ def test_place_embedding_errors(prev, dist, kwargs, match):
 def test_h_embedding_errors(prev, scores, kwargs, match):
     with pytest.raises(ValueError, match=match):
         h_embedding(prev, scores, **kwargs)
+
+
+# ---------------------------------------------------------------- chance level and block contrast
+def test_chance_level_matches_random_labels():
+    from mepo_lab.hembed.hscore import chance_level
+
+    rng = np.random.default_rng(0)
+    n, d, k = 200, 20, 4
+    values = [h_score(rng.normal(size=(n, d)), rng.integers(0, k, n)) for _ in range(200)]
+    assert np.mean(values) == pytest.approx(chance_level(d, n, k), rel=0.05)
+    with pytest.raises(ValueError, match="need n >= 2"):
+        chance_level(3, 1, 2)
+
+
+def test_block_contrast_hand_matrix():
+    from mepo_lab.hembed.hscore import block_contrast
+
+    h = np.array([[0.9, 0.5, 0.1], [0.4, 0.8, 0.2], [0.0, 0.3, 0.7]])
+    out = block_contrast(h, ["a", "a", "b"])
+    assert out["diagonal"] == pytest.approx(0.8) and out["within"] == pytest.approx(0.45)
+    assert out["across"] == pytest.approx((0.1 + 0.2 + 0.0 + 0.3) / 4)
+    assert np.isnan(block_contrast(h, ["a", "b", "c"])["within"])
+    with pytest.raises(ValueError, match="one row per group label"):
+        block_contrast(h, ["a", "b"])

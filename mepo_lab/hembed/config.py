@@ -49,6 +49,7 @@ class HembedConfig:
     epochs: int = 20
     batch_size: int = 32
     lr: float = 5e-4
+    temb_lr: float | None = None  # the current task embedding's Adam; None = lr (official: one learning rate)
     beta: float = 0.05  # HyperCL output regulariser
     lookahead: bool = True
     emb_beta: float = 0.05  # ramp of the embedding loss: min(emb_beta * t, 1)
@@ -57,8 +58,7 @@ class HembedConfig:
     emb_iters: int = 2000
     emb_lr: float = 1e-3
     emb_data_size: int = 1000
-    dec_mid: int = 512  # 0 = a single linear decoder (the stored official fc_decoder.py)
-    dec_lr: float = 1e-3
+    dec_mid: int = 0  # 0 = one Linear (official fc_decoder.py); > 0 adds a ReLU hidden layer of that width
     seeds: tuple[int, ...] = (1, 2, 3)
     methods: tuple[str, ...] = METHODS
     device: str = "auto"

@@ -85,3 +85,30 @@ def h_score(features: Array, labels: Array, rcond: float = 1e-15) -> float:
     cov_f = _centred_cov(f)
     cov_g = _centred_cov(g)
     return float(np.trace(np.linalg.pinv(cov_f, rcond=rcond) @ cov_g))
+
+
+def chance_level(rank: int, n: int, n_classes: int) -> float:
+    """Expected H-score of features of rank ``r`` under labels drawn independently of them: ``r·(|Y| − 1)/(n − 1)``.
+
+    With random labels, ``Cov(f)^{+1/2} Cov(g) Cov(f)^{+1/2}`` is (n − 1)⁻¹ times the projection of the r
+    whitened feature directions on the |Y| − 1 label contrasts, whose expected trace is r(|Y| − 1)/(n − 1): an
+    H-score is informative only well above this level, i.e. with n ≫ r (our derivation, checked numerically in
+    the tests; the H-score is from Wu et al., NeurIPS 2025, arXiv 2502.11609).
+    """
+    if n < 2 or rank < 0 or n_classes < 2:
+        raise ValueError(f"need n >= 2, rank >= 0 and n_classes >= 2, got {n}, {rank}, {n_classes}")
+    return rank * (n_classes - 1) / (n - 1)
+
+
+def block_contrast(matrix: Array, groups: list[str]) -> dict[str, float]:
+    """Means of an H-score matrix ``H[i, j]`` (head of task i on data of task j) over its diagonal, over the
+    off-diagonal pairs of the same group (``within``) and over pairs of different groups (``across``): a designed
+    similarity shows as ``within > across``. NaN where a kind of pair does not exist."""
+    h = _as_numpy(matrix, float64=True)
+    if h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] != len(groups):
+        raise ValueError(f"matrix must be square with one row per group label, got shape {h.shape} and "
+                         f"{len(groups)} groups")
+    g = np.asarray(groups)
+    same, eye = g[:, None] == g[None, :], np.eye(len(g), dtype=bool)
+    pick = {"diagonal": eye, "within": same & ~eye, "across": ~same}
+    return {k: float(np.nanmean(h[m])) if m.any() else float("nan") for k, m in pick.items()}

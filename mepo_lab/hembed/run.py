@@ -27,6 +27,7 @@ from mepo_lab.data.arrays import dataset_arrays
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.device import pick_device
 from mepo_lab.hembed.config import HembedConfig
+from mepo_lab.hembed.hscore import block_contrast
 from mepo_lab.hembed.strategy import HnetStrategy
 from mepo_lab.hembed.tasks import similarity_tasks
 from mepo_lab.protocols.task_incremental import (
@@ -78,8 +79,9 @@ def _nan_free(matrix: np.ndarray) -> list[list[float | None]]:
 
 
 def run_one(tasks: list[Task], backbone: Backbone | None, cfg: HembedConfig, method: str, seed: int,
-            progress: bool = False) -> dict:
-    """One method from one seed through every task; one row of ``results.json``."""
+            progress: bool = False, groups: list[str] | None = None) -> dict:
+    """One method from one seed through every task; one row of ``results.json``. ``groups`` labels the tasks
+    for the H-score block contrast (default: each task's ``meta["group"]``)."""
     start = time.perf_counter()
     logs: list[dict] = []
     with torch.random.fork_rng(devices=[]):
@@ -89,9 +91,12 @@ def run_one(tasks: list[Task], backbone: Backbone | None, cfg: HembedConfig, met
         matrix = run_task_incremental(strategy, tasks, progress=progress,
                                       on_task=lambda t, row, log: logs.append(log))
     embs = [e.detach().cpu().tolist() for e in strategy.hnet.task_embs]
+    hscores = strategy.score_matrix(tasks)
+    groups = groups or [(t.train.meta or {}).get("group", "") for t in tasks]
     return {"method": method, "seed": seed, "ACC": matrix.acc(), "BWT": matrix.bwt(),
             "matrix": _nan_free(matrix.matrix), "scores": [log["scores"] for log in logs],
-            "hscore_matrix": _nan_free(strategy.score_matrix(tasks)), "embeddings": embs,
+            "hscore_matrix": _nan_free(hscores), "hscore_blocks": block_contrast(hscores, groups),
+            "embeddings": embs, "initial_embeddings": [e.tolist() for e in strategy.initial_embs],
             "guides": {str(t): g.cpu().tolist() for t, g in strategy.guides.items()},
             "drift": strategy.drift(), "seconds": time.perf_counter() - start}
 
@@ -116,7 +121,7 @@ def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None 
     start = time.perf_counter()
     for seed, method in tqdm([(s, m) for s in cfg.seeds for m in cfg.methods if (m, s) not in done],
                              desc="H-embedding runs", disable=not progress):
-        rows.append(run_one(tasks, backbone, cfg, method, seed))
+        rows.append(run_one(tasks, backbone, cfg, method, seed, groups=groups))
         paths.atomic_save_json(path, _result(cfg, fp, rows, groups, time.perf_counter() - start))
     result = _result(cfg, fp, rows, groups, time.perf_counter() - start)
     paths.atomic_save_json(path, result)

@@ -73,13 +73,13 @@ class HnetStrategy:
             self.target.module.to(self.device)
         self.hnet = ChunkedHypernet(self.target.shapes, len(self.n_classes), cfg.temb, cfg.cemb, cfg.chunk,
                                     cfg.hnet_hidden, seed).to(self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
-            self.decoder = EmbDecoder(self.hnet.z_dim, cfg.temb, cfg.dec_mid).to(self.device)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.seed, self.decoder = seed, None
+        self.gen = torch.Generator().manual_seed(seed)  # batch order: the same for every method of a seed
+        self.guide_gen = torch.Generator().manual_seed(seed + 7919)  # the guide's draws, apart from the batches
         self.guides: dict[int, torch.Tensor] = {}
         self.scores: dict[int, list[float]] = {}
         self.snapshots: dict[int, torch.Tensor] = {}  # flat h(e_t) right after task t
+        self.initial_embs = [e.detach().cpu().clone() for e in self.hnet.task_embs]
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,14 +115,14 @@ class HnetStrategy:
         cfg = self.cfg
         if self.guide_kind == "none" or t < 2:
             return None
-        keep = torch.randperm(len(y), generator=self.gen)[:cfg.emb_data_size]
+        keep = torch.randperm(len(y), generator=self.guide_gen)[:cfg.emb_data_size]
         if self.guide_kind == "hembedding":
             scores = [h_score(self.hidden_features(i, f[keep]), y[keep].numpy()) for i in range(t)]
         else:
-            scores = torch.rand(t, generator=self.gen).tolist()
+            scores = torch.rand(t, generator=self.guide_gen).tolist()
         self.scores[t] = [float(s) for s in scores]
         prev = torch.stack([self.hnet.task_embs[i].detach().cpu() for i in range(t)])
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.guide_gen))
         guide = h_embedding(prev, scores, cfg.emb_mode, cfg.emb_eps, cfg.emb_iters, cfg.emb_lr, seed)
         self.guides[t] = guide.to(self.device)
         return self.guides[t]
@@ -136,8 +136,13 @@ class HnetStrategy:
         guide = self.guide(t, f, y)
         theta = self.hnet.theta()
         theta_opt = torch.optim.Adam(theta, lr=cfg.lr)
-        emb_opt = torch.optim.Adam([self.hnet.task_embs[t]], lr=cfg.lr)
-        dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.dec_lr) if guide is not None else None
+        emb_opt = torch.optim.Adam([self.hnet.task_embs[t]], lr=cfg.temb_lr or cfg.lr)
+        dec_opt = None
+        if guide is not None:  # a fresh decoder per task, trained by Adam at emb_lr (official train_Hemb.py)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * 1000 + t)
+                self.decoder = EmbDecoder(self.hnet.z_dim, cfg.temb, cfg.dec_mid).to(self.device)
+            dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.emb_lr)
         y_dev = y.to(self.device)
         losses = []
         for _ in range(cfg.epochs):

@@ -208,11 +208,12 @@ def summarise_runs(rows: Sequence[dict], keys: Sequence[str] = ("ACC", "BWT", "s
     return out
 
 
-def format_runs_table(summary: dict) -> str:
-    """A markdown table of :func:`summarise_runs`: method × (ACC, BWT) in percent, mean ± std, and s/run."""
+def format_runs_table(summary: dict, names: dict[str, str] | None = None) -> str:
+    """A markdown table of :func:`summarise_runs`: method (``names[method]`` if given) × (ACC, BWT) in percent,
+    mean ± std, and s/run."""
     lines = ["| method | ACC (%) | BWT (%) | s/run |", "|---|---|---|---|"]
     for method, s in summary.items():
-        lines.append(f"| {method} | {100 * s['ACC']['mean']:.2f} ± {100 * s['ACC']['std']:.2f} | "
+        lines.append(f"| {(names or {}).get(method, method)} | {100 * s['ACC']['mean']:.2f} ± {100 * s['ACC']['std']:.2f} | "
                      f"{100 * s['BWT']['mean']:.2f} ± {100 * s['BWT']['std']:.2f} | {s['seconds']['mean']:.1f} |")
     return "\n".join(lines)
 
