@@ -63,7 +63,11 @@ def test_resnet32_has_32_layers_and_the_target_scales_each_tensor():
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(convs) + 1 == 32  # 31 3x3 convolutions + the linear head
     target = ModuleTarget(net)
-    assert sum(torch.Size(s).numel() for s in target.shapes) == sum(p.numel() for p in net.parameters())
+    # the official count (mnets/resnet.py, n = 5, filters 16-16-32-64): 3x3 kernels, conv biases, the head, BN
+    fs, n = [16, 16, 32, 64], 5
+    official = (9 * (3 * fs[0] + sum(fs[i] * fs[i + 1] + (2 * n - 1) * fs[i + 1] ** 2 for i in range(3)))
+                + fs[0] + 2 * n * sum(fs[1:]) + fs[-1] * 10 + 10 + 2 * (fs[0] + 2 * n * sum(fs[1:])))
+    assert official == 465290 == sum(torch.Size(s).numel() for s in target.shapes)
     i = target.names.index("stem.0.weight")
     assert target.gains[i] == pytest.approx(1 / 27 ** 0.5) and target.offsets[i] == 0.0
     j = target.names.index("stem.1.weight")  # a BatchNorm scale: 1 + 0.1 w

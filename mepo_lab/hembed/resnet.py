@@ -2,10 +2,11 @@
 
 He et al., "Deep residual learning for image recognition", CVPR 2016, §4.2: a 3×3 convolution with 16 filters,
 three stages of 5 basic blocks (16, 32, 64 filters; stride 2 at the start of stages 2 and 3), global average
-pooling and a linear head: 6·5 + 2 = 32 layers, 0.46 M weights. As the official H-embedding / HyperCL code runs
-it (``mnets/resnet.py`` with ``--bn_no_running_stats``), BatchNorm normalises with batch statistics at train and
-test time (no running statistics, so nothing but the generated weights depends on the task). Shortcuts that
-change shape are a 1×1 convolution + BatchNorm (He et al.'s option B; our choice).
+pooling and a linear head: 6·5 + 2 = 32 layers. As the official H-embedding / HyperCL code builds it
+(``mnets/resnet.py``, Henning's ResNet): convolutions with biases, BatchNorm after every convolution, shortcuts
+without weights (He et al.'s option A: the input subsampled by 2 and zero-padded to the new width), 465,290
+weights for 10 classes; with ``--bn_no_running_stats`` BatchNorm normalises with batch statistics at train and
+test time, so nothing but the generated weights depends on the task.
 """
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ from torch import nn
 class _Block(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1)
         self.bn1 = nn.BatchNorm2d(c_out, track_running_stats=False)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
         self.bn2 = nn.BatchNorm2d(c_out, track_running_stats=False)
-        self.short = nn.Sequential()
-        if stride != 1 or c_in != c_out:
-            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                       nn.BatchNorm2d(c_out, track_running_stats=False))
+        self.stride, self.pad = stride, c_out - c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = nn.functional.pad(short, (0, 0, 0, 0, 0, self.pad))  # zero channels: option A
+        return torch.relu(self.bn2(self.conv2(out)) + short)
 
 
 class ResNet32(nn.Module):
@@ -39,7 +40,7 @@ class ResNet32(nn.Module):
         super().__init__()
         if n_out < 1 or blocks_per_stage < 1 or width < 1:
             raise ValueError(f"n_out, blocks_per_stage and width must be >= 1, got {n_out}, {blocks_per_stage}, {width}")
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1),
                                   nn.BatchNorm2d(width, track_running_stats=False), nn.ReLU())
         layers, c_in = [], width
         for stage, c_out in enumerate((width, 2 * width, 4 * width)):
