@@ -279,13 +279,13 @@ def cmd_hembed(args) -> None:
     from mepo_lab.hembed.config import hembed_preset
     from mepo_lab.hembed.run import run_hembed
     from mepo_lab.protocols.task_incremental import format_runs_table
-    from mepo_lab.viz.hembed import save_hembed_figures
+    from mepo_lab.viz.hembed import METHOD_NAMES, save_hembed_figures
 
     cfg = override(hembed_preset(args.preset), args.overrides)
     result = run_hembed(cfg, args.out, data_home=args.data_home, progress=args.progress, download=args.download,
                         verify=args.verify)
     figures = save_hembed_figures(result, Path(args.out))
-    print(format_runs_table(result["summary"]))
+    print(format_runs_table(result["summary"], METHOD_NAMES))
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 

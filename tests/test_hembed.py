@@ -72,7 +72,7 @@ def test_cli_hembed_and_bad_input(smoke_home, tmp_path, capsys):
 
     assert main(["hembed", "--preset", "smoke", "--data-home", str(smoke_home), "--out", str(tmp_path),
                  "--no-progress", "--set", "methods=hnet", "--set", "device=cpu"]) == 0
-    assert "| hnet |" in capsys.readouterr().out
+    assert "| HNET (no guide) |" in capsys.readouterr().out
     for bad, message in (("emb_mode=mds", "emb_mode must be one of"), ("methods=ewc", "methods must be"),
                          ("epochs=0", "epochs must be >= 1")):
         with pytest.raises(SystemExit) as err:

@@ -30,6 +30,9 @@ from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
 from mepo_lab.device import pick_device
 
 
+HEAD_FILE = "head.pt"
+
+
 def cache_key(preset: Preset) -> str:
     """Hash of everything that determines the pretrained weights (world version and configs)."""
     blob = json.dumps([WORLD_VERSION, asdict(preset.world), asdict(preset.vit), asdict(preset.pretrain)],
@@ -57,11 +60,23 @@ def pretrained_backbone(preset: Preset, data_home: str | Path | None = None, *, 
         info = json.loads(info_path.read_text())
         return Backbone(model.eval(), "pretrained", weights_hash(model), info | {"cached": True})
     info = _pretrain(preset, progress, callback)
-    state = info.pop("state")
+    state, head = info.pop("state"), info.pop("head")
     model.load_state_dict(state)
+    paths.atomic_write(folder / HEAD_FILE, lambda h: torch.save(head, h))
     paths.atomic_write(weights, lambda h: torch.save(state, h))
     paths.atomic_save_json(info_path, info)
     return Backbone(model.eval(), "pretrained", weights_hash(model), info | {"cached": False})
+
+
+def pretraining_head(preset: Preset, data_home: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The classifier head (``head.weight``, ``head.bias``; one row per pretraining class) that the cached micro
+    ViT of ``preset`` was pretrained with — what a data-free method inverts. Saved since the head was kept;
+    a cache from before raises FileNotFoundError naming the fix."""
+    path = paths.subdir("micro_vit", data_home) / cache_key(preset) / HEAD_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no pretraining head at {path}: the cached micro ViT predates saving it; run "
+                                "`mepo-lab pretrain --force` (same preset) to pretrain again and keep the head")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _pretrain(preset: Preset, progress: bool, callback: Callable[[dict], None] | None) -> dict:
@@ -77,6 +92,7 @@ def _pretrain(preset: Preset, progress: bool, callback: Callable[[dict], None] |
     acc = evaluate_classifier(model, held_out.images, held_out.targets, device)
     return {
         "state": backbone_state(model),
+        "head": {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith("head.")},
         "world": asdict(preset.world), "vit": asdict(preset.vit), "pretrain": asdict(preset.pretrain),
         "n_classes": data.n_classes, "n_images": len(data), "held_out_acc": acc, "log": log,
         "data_seconds": gen_seconds, "seconds": time.perf_counter() - start, "device": str(device),
