@@ -124,3 +124,14 @@ def test_weight_distance_is_relative_and_ignores_the_head(smoke_preset):
     assert weight_distance(b, a) == pytest.approx(0.5, rel=1e-5)
     with pytest.raises(ValueError, match="different architectures"):
         weight_distance(torch.nn.Linear(2, 2), a)
+
+
+def test_the_pretraining_head_is_kept_and_its_absence_named(smoke_preset, smoke_home, data_home):
+    from mepo_lab.backbones.pretrain import pretraining_head
+
+    backbone = pretrained_backbone(smoke_preset, smoke_home, progress=False)
+    head = pretraining_head(smoke_preset, smoke_home)
+    n_classes = len(SyntheticWorld(smoke_preset.world).pretrain_classes)
+    assert head["head.weight"].shape == (n_classes, backbone.feature_dim) and head["head.bias"].shape == (n_classes,)
+    with pytest.raises(FileNotFoundError, match="mepo-lab pretrain --force"):
+        pretraining_head(smoke_preset, data_home)  # an empty data home: nothing cached
