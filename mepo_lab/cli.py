@@ -1,7 +1,7 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
 Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``became``, ``hembed``,
-``bench``. Every preset field can be
+``purer``, ``bench``. Every preset field can be
 set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.epilog = ("--set takes the fields of mepo_lab.hembed.config.HembedConfig, e.g. --set epochs=50 "
                 "--set seeds=1,2 --set methods=hnet,hnet_hembedding --set emb_mode=reciprocal; --preset colab runs the official "
                 "ResNet-32 on CIFAR-10 + CIFAR-100, --preset colab_vit a generated LoRA on a ViT-B/16 (GPU runs)")
+
+    u = sub.add_parser("purer", help="PURER (Hu et al. 2023): data-free meta-learning from a teacher pool (EI, ECI, "
+                       "ICFIL) and MePo refined on inverted instead of real pretraining images")
+    _common(u)
+    u.add_argument("--out", default="runs/purer", help="output folder (results.json, figures, snapshots)")
+    u.epilog = ("--set takes the fields of mepo_lab.purer.config.PurerConfig, e.g. --set iterations=500 "
+                "--set seeds=1,2 --set shots=1 --set methods=ei,eci --set data_free_mepo=false")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -289,6 +296,18 @@ def cmd_hembed(args) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 
+def cmd_purer(args) -> None:
+    from mepo_lab.purer.config import purer_preset
+    from mepo_lab.purer.run import format_table, run_purer
+    from mepo_lab.viz.purer import save_purer_figures
+
+    cfg = override(purer_preset(args.preset), args.overrides)
+    result = run_purer(cfg, args.out, data_home=args.data_home, progress=args.progress)
+    figures = save_purer_figures(result, Path(args.out))
+    print(format_table(result["summary"]))
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
+
+
 def cmd_bench(args) -> None:
     from mepo_lab.bench import format_report, run_benchmarks
 
@@ -298,7 +317,7 @@ def cmd_bench(args) -> None:
 
 COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
             "pretrain": cmd_pretrain, "zapping": cmd_zapping, "became": cmd_became,
-            "hembed": cmd_hembed, "bench": cmd_bench}
+            "hembed": cmd_hembed, "purer": cmd_purer, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
