@@ -98,6 +98,7 @@ def test_cli_purer_and_bad_input(smoke_home, tmp_path, capsys):
 @pytest.mark.parametrize("kw, match", [
     ({"methods": ("maml",)}, "methods must be"), ({"shots": ()}, "shots must list"),
     ({"image_size": 8}, "image_size must be >= 16"), ({"seeds": ()}, "seeds must list"),
+    ({"meta_learner": "protonet"}, "ProtoNet does not have"),
 ])
 def test_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):

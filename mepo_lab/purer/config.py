@@ -58,7 +58,7 @@ class PurerConfig:
     adv_scale: float = 10.0
     snapshot_every: int = 50
     test_episodes: int = 200
-    icfil: bool = True  # evaluate eci_icfil (our interpretation of ICFIL; variant below)
+    icfil: bool = True  # evaluate eci_icfil when it is in methods (our interpretation of ICFIL; variant below)
     icfil_variant: str = "A"  # A (re-adapt on S ∪ Ŝ) | B (continue on Ŝ)
     icfil_per_class: int = 5
     icfil_steps: int = 8
@@ -91,6 +91,9 @@ class PurerConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed, e.g. --set seeds=1,2,3")
+        if self.icfil and "eci_icfil" in self.methods and self.meta_learner == "protonet":
+            raise ValueError("ICFIL inverts an adapted classifier head, which ProtoNet does not have: drop eci_icfil "
+                             "from methods (--set methods=random_init,teacher_average,ei,eci) or set icfil=false")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16 (four 2x2 poolings in the Conv4), got {self.image_size}")
         check_choices(self, _CHOICES)

@@ -76,7 +76,8 @@ def meta_rows(cfg: PurerConfig, teachers: list[Teacher], test: ImageArrays, seed
                      "seconds": extra.pop("seconds", 0.0) + time.perf_counter() - start} | extra)
 
     def todo(method: str) -> bool:
-        return method in cfg.methods and (method, seed, k_shot) not in done
+        wanted = method in cfg.methods and (cfg.icfil or method != "eci_icfil")
+        return wanted and (method, seed, k_shot) not in done
 
     if todo("random_init"):
         evaluate("random_init", learner.predictor(conv4(cfg.n_way, cfg.width, image_size=cfg.image_size, seed=seed)
@@ -143,7 +144,7 @@ def run_purer(cfg: PurerConfig, out: str | Path, data_home: str | Path | None = 
     teachers = None
     for seed, k_shot in tqdm([(s, k) for s in cfg.seeds for k in cfg.shots], desc="PURER", disable=not progress):
         done = {(r["method"], r["seed"], r["k_shot"]) for r in result["rows"] if r["kind"] == "meta"}
-        if all((m, seed, k_shot) in done for m in cfg.methods):
+        if all((m, seed, k_shot) in done for m in cfg.methods if cfg.icfil or m != "eci_icfil"):
             continue
         teachers = teachers or build_teachers(cfg, train, device)
         result["teachers"] = [{"classes": t.classes, "accuracy": t.accuracy} for t in teachers]
