@@ -11,6 +11,7 @@ the defaults of :class:`StreamConfig` and :class:`GCLConfig`: 5 tasks, N = 50, M
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
@@ -205,6 +206,19 @@ def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+
+
+def check_subset(name: str, values: tuple, allowed: tuple) -> None:
+    """One ``ValueError`` unless ``values`` is a non-empty subset of ``allowed`` (a method list, a regime list)."""
+    if not values or any(v not in allowed for v in values):
+        raise ValueError(f"{name} must be a non-empty subset of {', '.join(allowed)}, got {list(values)}")
+
+
+def run_fingerprint(cfg: Any, skip: tuple[str, ...] = ("name", "seeds", "methods", "device"), **extra: Any) -> str:
+    """What makes two experiment runs comparable (their ``results.json`` rows reusable): every field of the
+    dataclass ``cfg`` except ``skip``, plus ``extra``, as sorted JSON."""
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    return json.dumps({**keep, **extra}, sort_keys=True, default=str)
 
 
 def smoke_forced() -> bool:

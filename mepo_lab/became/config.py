@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mepo_lab.config import check_choices, smoke_forced
+from mepo_lab.config import check_choices, check_subset, smoke_forced
 
 METHODS = ("seqft", "gpm", "gpm_stage2", "avg", "half", "became")
 
@@ -55,9 +55,7 @@ class BecameConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
+        check_subset("methods", self.methods, METHODS)
         if not 0 < self.eps0 < 1 or not 0 <= self.eps_inc < 1:
             raise ValueError(f"eps0 must be in (0, 1) and eps_inc in [0, 1), got {self.eps0} and {self.eps_inc}")
         if self.eps0 + (self.n_tasks - 1) * self.eps_inc >= 1:

@@ -22,7 +22,7 @@ from mepo_lab import paths
 from mepo_lab.became.config import BecameConfig
 from mepo_lab.became.models import MODELS, MultiHeadNet
 from mepo_lab.became.strategy import BecameStrategy
-from mepo_lab.config import WorldConfig
+from mepo_lab.config import WorldConfig, run_fingerprint
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.device import pick_device
@@ -91,9 +91,8 @@ def run_one(tasks: list[Task], cfg: BecameConfig, method: str, seed: int, progre
 
 
 def fingerprint(cfg: BecameConfig) -> str:
-    """Every setting except the name, seeds, methods and device."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "seeds", "methods", "device")}
-    return json.dumps(keep, sort_keys=True, default=str)
+    """Every setting except the name, seeds, methods and device (:func:`mepo_lab.config.run_fingerprint`)."""
+    return run_fingerprint(cfg)
 
 
 summarise = summarise_runs  # names kept for existing callers

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mepo_lab.backbones.zoo import LOCAL_PREFIX, ZOO
-from mepo_lab.config import PRESETS, check_choices, smoke_forced
+from mepo_lab.config import PRESETS, check_choices, check_subset, smoke_forced
 
 METHODS = ("hnet", "hnet_random_guide", "hnet_hembedding")
 GUIDES = {"hnet": "none", "hnet_random_guide": "random", "hnet_hembedding": "hembedding"}  # official --emb_metric
@@ -64,9 +64,7 @@ class HembedConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
+        check_subset("methods", self.methods, METHODS)
         if self.world_preset not in PRESETS:
             raise ValueError(f"world_preset must be one of {', '.join(PRESETS)}, got {self.world_preset!r}")
         for key in ("n_per_group", "train_per_class", "test_per_class", "hidden", "epochs", "batch_size",

@@ -22,7 +22,7 @@ from mepo_lab import paths
 from mepo_lab.backbones.base import Backbone
 from mepo_lab.backbones.pretrain import pretrained_backbone, random_backbone
 from mepo_lab.backbones.zoo import create_backbone
-from mepo_lab.config import PRESETS
+from mepo_lab.config import PRESETS, run_fingerprint
 from mepo_lab.data.arrays import dataset_arrays
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.device import pick_device
@@ -102,9 +102,8 @@ def run_one(tasks: list[Task], backbone: Backbone | None, cfg: HembedConfig, met
 
 
 def fingerprint(cfg: HembedConfig) -> str:
-    """Every setting except the name, seeds, methods and device."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "seeds", "methods", "device")}
-    return json.dumps(keep, sort_keys=True, default=str)
+    """Every setting except the name, seeds, methods and device (:func:`mepo_lab.config.run_fingerprint`)."""
+    return run_fingerprint(cfg)
 
 
 def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mepo_lab.config import PRESETS, check_choices, smoke_forced
+from mepo_lab.config import PRESETS, check_choices, check_subset, smoke_forced
 
 METHODS = ("random_init", "teacher_average", "ei", "eci", "eci_icfil")
 MEPO_ROWS = ("pretrained", "mepo_real", "mepo_data_free")
@@ -72,9 +72,7 @@ class PurerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
+        check_subset("methods", self.methods, METHODS)
         if self.world_preset not in PRESETS:
             raise ValueError(f"world_preset must be one of {', '.join(PRESETS)}, got {self.world_preset!r}")
         if self.n_way < 2 or self.n_way > self.test_classes:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mepo_lab import paths
-from mepo_lab.config import PRESETS
+from mepo_lab.config import PRESETS, run_fingerprint
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.device import pick_device
@@ -125,9 +125,8 @@ def mepo_rows(cfg: PurerConfig, data_home: str | Path | None, progress: bool) ->
 
 
 def fingerprint(cfg: PurerConfig) -> str:
-    """Every setting except the name, seeds, methods and device."""
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("name", "seeds", "methods", "device")}
-    return json.dumps(keep, sort_keys=True, default=str)
+    """Every setting except the name, seeds, methods and device (:func:`mepo_lab.config.run_fingerprint`)."""
+    return run_fingerprint(cfg)
 
 
 def run_purer(cfg: PurerConfig, out: str | Path, data_home: str | Path | None = None, progress: bool = True) -> dict:

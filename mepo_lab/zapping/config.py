@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mepo_lab.config import check_choices, smoke_forced
+from mepo_lab.config import check_choices, check_subset, smoke_forced
 
 REGIMES = ("iid", "iid_zap", "asb", "asb_zap", "meta", "meta_zap")
 OFFICIAL_EVAL_LRS = (0.055, 0.01, 0.0055, 0.001, 7e-4, 4e-4, 1e-4, 7e-5, 4e-5)
@@ -67,9 +67,7 @@ class ZappingConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.regimes if r not in REGIMES]
-        if unknown or not self.regimes:
-            raise ValueError(f"regimes must be a non-empty subset of {', '.join(REGIMES)}, got {list(self.regimes)}")
+        check_subset("regimes", self.regimes, REGIMES)
         if self.asb_episodes < 1 or self.meta_episodes < 1:
             raise ValueError(f"asb_episodes and meta_episodes must be at least 1, got {self.asb_episodes} and "
                              f"{self.meta_episodes}: an episodic regime with zero episodes trains nothing")
