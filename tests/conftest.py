@@ -35,3 +35,14 @@ def smoke_preset():
     from mepo_lab.config import get_preset
 
     return get_preset("smoke")
+
+
+NOTEBOOK_TIMEOUT = 240  # s: a notebook whose kernel stops answering fails (and is rerun by `make test`) in 4 min, not 10
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give nbmake's notebook items a shorter pytest-timeout than the suite's 600 s: a kernel that hangs before a
+    cell runs is not caught by ``--nbmake-timeout``, only by pytest-timeout (then retried by --reruns)."""
+    for item in items:
+        if str(item.fspath).endswith(".ipynb") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(NOTEBOOK_TIMEOUT))
