@@ -106,3 +106,16 @@ def _json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalars and arrays
         return _json_safe(obj.tolist())
     return obj
+
+
+def load_matching_json(path: str | os.PathLike, fingerprint: str) -> dict:
+    """The JSON object at ``path`` if its ``"fingerprint"`` equals ``fingerprint``, else ``{}`` (missing file,
+    unreadable JSON or another configuration): what a resumable experiment may reuse of an earlier run."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return old if isinstance(old, dict) and old.get("fingerprint") == fingerprint else {}

@@ -55,3 +55,15 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
         paths.atomic_write(target, boom)
     assert json.loads(target.read_text()) == [1]
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_load_matching_json_reuses_only_a_readable_file_of_the_same_fingerprint(tmp_path):
+    from mepo_lab.paths import atomic_save_json, load_matching_json
+
+    path = tmp_path / "results.json"
+    assert load_matching_json(path, "a") == {}  # missing
+    atomic_save_json(path, {"fingerprint": "a", "rows": [1]})
+    assert load_matching_json(path, "a") == {"fingerprint": "a", "rows": [1]}
+    assert load_matching_json(path, "b") == {}  # another configuration
+    path.write_text("{not json")
+    assert load_matching_json(path, "a") == {}  # a torn or hand-edited file

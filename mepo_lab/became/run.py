@@ -10,7 +10,6 @@ official CIFAR-100 splits do; seeds vary the initialisation and the batch order.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -105,8 +104,7 @@ def run_became(cfg: BecameConfig, out: str | Path, data_home: str | Path | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path, fp = out / "results.json", fingerprint(cfg)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    rows = old.get("rows", []) if old.get("fingerprint") == fp else []
+    rows = paths.load_matching_json(path, fp).get("rows", [])
     done = {(r["method"], r["seed"]) for r in rows}
     tasks = build_tasks(cfg, data_home, download, verify)
     start = time.perf_counter()

@@ -65,8 +65,6 @@ class HembedConfig:
 
     def __post_init__(self) -> None:
         check_subset("methods", self.methods, METHODS)
-        if self.world_preset not in PRESETS:
-            raise ValueError(f"world_preset must be one of {', '.join(PRESETS)}, got {self.world_preset!r}")
         for key in ("n_per_group", "train_per_class", "test_per_class", "hidden", "epochs", "batch_size",
                     "emb_data_size"):
             if getattr(self, key) < 1:
@@ -88,7 +86,8 @@ class HembedConfig:
         check_choices(self, _CHOICES)
 
 
-_CHOICES = {"data": ("similarity", "cifar"), "target": ("mlp", "lora", "resnet32"), "precision": ("fp32", "bf16"),
+_CHOICES = {"world_preset": tuple(PRESETS), "data": ("similarity", "cifar"), "target": ("mlp", "lora", "resnet32"),
+            "precision": ("fp32", "bf16"),
             "contrast": ("shared", "any"), "emb_mode": ("direct", "reciprocal", "ahp")}
 
 

@@ -10,7 +10,6 @@ skips the runs already in it. Wu et al., NeurIPS 2025, arXiv 2502.11609.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -112,8 +111,7 @@ def run_hembed(cfg: HembedConfig, out: str | Path, data_home: str | Path | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path, fp = out / "results.json", fingerprint(cfg)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    rows = old.get("rows", []) if old.get("fingerprint") == fp else []
+    rows = paths.load_matching_json(path, fp).get("rows", [])
     done = {(r["method"], r["seed"]) for r in rows}
     tasks, groups = build_tasks(cfg, data_home, download, verify)
     backbone = build_backbone(cfg, data_home, progress)

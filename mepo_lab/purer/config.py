@@ -73,8 +73,6 @@ class PurerConfig:
 
     def __post_init__(self) -> None:
         check_subset("methods", self.methods, METHODS)
-        if self.world_preset not in PRESETS:
-            raise ValueError(f"world_preset must be one of {', '.join(PRESETS)}, got {self.world_preset!r}")
         if self.n_way < 2 or self.n_way > self.test_classes:
             raise ValueError(f"n_way must be in [2, test_classes={self.test_classes}], got {self.n_way}")
         if self.n_way > self.meta_train_classes:
@@ -97,7 +95,8 @@ class PurerConfig:
         check_choices(self, _CHOICES)
 
 
-_CHOICES = {"meta_learner": ("maml", "anil", "protonet"), "init": ("average", "random"), "icfil_variant": ("A", "B")}
+_CHOICES = {"world_preset": tuple(PRESETS), "meta_learner": ("maml", "anil", "protonet"), "init": ("average", "random"),
+            "icfil_variant": ("A", "B")}
 
 
 def _smoke() -> PurerConfig:

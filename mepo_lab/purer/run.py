@@ -15,7 +15,6 @@ Part 2 (the lab's question): MePo refined on pseudo tasks inverted from the back
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -135,8 +134,7 @@ def run_purer(cfg: PurerConfig, out: str | Path, data_home: str | Path | None = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path, fp, start = out / "results.json", fingerprint(cfg), time.perf_counter()
-    old = json.loads(path.read_text()) if path.exists() else {}
-    result = old if old.get("fingerprint") == fp else {"command": "purer", "fingerprint": fp, "rows": []}
+    result = paths.load_matching_json(path, fp) or {"command": "purer", "fingerprint": fp, "rows": []}
     result["config"] = dataclasses.asdict(cfg)
     device = pick_device(cfg.device)
     train, test = build_data(cfg)

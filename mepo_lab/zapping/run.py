@@ -103,13 +103,7 @@ def fingerprint(cfg: ZappingConfig, data_name: str = "") -> str:
 
 
 def _load(path: Path, fp: str) -> list[dict]:
-    if not path.exists():
-        return []
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return []
-    return old.get("rows", []) if old.get("fingerprint") == fp else []
+    return paths.load_matching_json(path, fp).get("rows", [])
 
 
 def run_zapping(cfg: ZappingConfig, out: str | Path, data_home: str | Path | None = None, download: bool = False,
