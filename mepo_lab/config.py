@@ -24,7 +24,8 @@ class WorldConfig:
     """The synthetic world (offline stand-in for ImageNet + CIFAR-100).
 
     ``n_downstream_classes`` of the world's classes form the GCL "CIFAR-100"; the rest are the
-    pretraining classes (the "ImageNet"). Per-class image counts are per split.
+    pretraining classes (the "ImageNet"). Per-class image counts are per split. ``shift`` re-renders only
+    the downstream classes (``sketch``, ``invert``, ``clutter``: the lab's ImageNet → ImageNet-R).
     """
 
     seed: int = 0
@@ -34,6 +35,7 @@ class WorldConfig:
     train_per_class: int = 500
     test_per_class: int = 100
     max_pretrain_classes: int | None = None  # None: every non-downstream class
+    shift: str = "none"  # downstream rendering: none | sketch | invert | clutter (pretraining unchanged)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class MePoConfig:
     n_repeats: int = 1  # the reference's `-num_inner_steps`
     repeat_draws: str = "fresh"  # fresh (the reference: new images in every repeat) | same (reuse the first draw)
     head_reset: str = "none"  # none | per_sequence | per_task  (zapping)
+    schedule: str = "sequential"  # sequential (MePo) | joint (control: each group's pseudo tasks mixed, same steps)
     logit_mask: str | None = None  # multiply (official) | neg_inf | current_task
     optimizer_state: str | None = None  # persist (official) | reset
     class_index: str | None = None  # double (official: permutation applied twice) | direct

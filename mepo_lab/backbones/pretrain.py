@@ -26,7 +26,7 @@ from mepo_lab.backbones.base import Backbone, backbone_state, weights_hash
 from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import Preset
 from mepo_lab.data.normalization import normalize
-from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
+from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld, pretraining_fields
 from mepo_lab.device import pick_device
 
 
@@ -34,8 +34,9 @@ HEAD_FILE = "head.pt"
 
 
 def cache_key(preset: Preset) -> str:
-    """Hash of everything that determines the pretrained weights (world version and configs)."""
-    blob = json.dumps([WORLD_VERSION, asdict(preset.world), asdict(preset.vit), asdict(preset.pretrain)],
+    """Hash of everything that determines the pretrained weights (world version and configs; not ``world.shift``,
+    which only changes the downstream images)."""
+    blob = json.dumps([WORLD_VERSION, pretraining_fields(preset.world), asdict(preset.vit), asdict(preset.pretrain)],
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -84,7 +84,8 @@ def synthetic_few_shot(world: WorldConfig, n_pretrain_classes: int, n_transfer_c
                                max_pretrain_classes=n_pretrain_classes))
     name = (f"fewshot-synthetic-v{WORLD_VERSION}(seed={world.seed},size={world.image_size},"
             f"{n_pretrain_classes}pre+{n_transfer_classes}transfer,{train_per_class}+{test_per_class}/class"
-            + ("" if pretrain_per_class == train_per_class else f",{pretrain_per_class}/pretrain class") + ")")
+            + ("" if pretrain_per_class == train_per_class else f",{pretrain_per_class}/pretrain class")
+            + ("" if world.shift == "none" else f",shift={world.shift}") + ")")
     transfer = w.dataset("downstream", "train", train_per_class)
     return FewShotSplit(
         pretrain=_renamed(w.dataset("pretrain", "train", pretrain_per_class), f"{name}/pretrain"),

@@ -9,6 +9,12 @@ where its signed distance ``sdf(u, v)`` crosses 0, anti-aliased over one pixel a
 
 The per-image nuisance (centre, radius, angle, colour jitter, background, clutter, noise) comes
 in as arrays drawn by the caller (:mod:`mepo_lab.data.synthetic`), so rendering is deterministic.
+
+Styles (the lab's ImageNet → ImageNet-R: same classes, other renditions; ``world.shift`` picks one for
+the downstream classes only): ``photo`` (the above), ``sketch`` (light paper, the shape's outline in the
+primary colour, the pattern's marks in the secondary colour with primary-coloured edges),
+``invert`` (``1 - rgb`` of the photo) and ``clutter`` (the photo with more, bigger blobs and stronger
+noise; those extra draws come in the nuisance).
 """
 from __future__ import annotations
 
@@ -31,6 +37,20 @@ PALETTES = (
 )
 _COLORS = np.asarray([[p[1], p[2]] for p in PALETTES], dtype=np.float32)  # (palettes, 2, 3)
 N_CLUTTER = 4
+SHIFTS = ("none", "sketch", "invert", "clutter")  # values of WorldConfig.shift
+STYLES = ("photo", "sketch", "invert", "clutter")  # render styles; shift "none" renders "photo"
+
+
+def check_shift(shift: str) -> str:
+    """``shift`` itself if it is one of :data:`SHIFTS`; otherwise one ``ValueError`` naming them."""
+    if shift not in SHIFTS:
+        raise ValueError(f"world.shift must be one of {', '.join(SHIFTS)}, got {shift!r}")
+    return shift
+
+
+def shift_style(shift: str) -> str:
+    """The render style of a world shift: ``"photo"`` for ``"none"``, else the shift's own name."""
+    return "photo" if check_shift(shift) == "none" else shift
 
 
 @dataclass
@@ -111,43 +131,76 @@ def _grouped(fn, kinds: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def render(shape: np.ndarray, pattern: np.ndarray, palette: np.ndarray, nz: Nuisance,
-           size: int) -> np.ndarray:
+           size: int, style: str = "photo") -> np.ndarray:
     """Render a batch to uint8 images of shape ``(B, 3, size, size)``.
 
     ``shape``, ``pattern``, ``palette`` are integer factor indices (one per image); ``nz`` holds the
-    nuisance. Cost is O(B · size²) with a small constant; no Python loop over images.
+    nuisance; ``style`` is one of :data:`STYLES` (module docstring). Cost is O(B · size²) with a small
+    constant; no Python loop over images.
     """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     grid = np.arange(size, dtype=np.float32) + 0.5
     dx = grid[None, None, :] - nz.cx[:, None, None]
     dy = grid[None, :, None] - nz.cy[:, None, None]
     cos, sin = np.cos(nz.angle)[:, None, None], np.sin(nz.angle)[:, None, None]
     rad = nz.radius[:, None, None]
     u, v = (cos * dx + sin * dy) / rad, (-sin * dx + cos * dy) / rad
-    alpha = np.clip(0.5 - _grouped(shape_sdf, shape, u, v) * rad, 0.0, 1.0)[:, None]
+    sdf = _grouped(shape_sdf, shape, u, v) * rad  # pixels, negative inside
+    alpha = np.clip(0.5 - sdf, 0.0, 1.0)[:, None]
     mix = _grouped(pattern_mask, pattern, u, v)[:, None]
     colors = _COLORS[palette] * nz.brightness[:, None, None] + nz.color_shift[:, None, :]
     c0, c1 = colors[:, 0, :, None, None], colors[:, 1, :, None, None]
-    img = _background(nz, dx, dy, size)
-    img += alpha * (c0 + mix * (c1 - c0) - img)
-    img += (nz.noise_sigma[:, None, None] * nz.noise)[:, None]
+    if style == "sketch":
+        img = _sketch(nz, dx, dy, sdf[:, None], alpha, mix, c0, c1)
+    else:
+        pad = _PAD if style != "clutter" else max(_PAD, int(np.ceil(nz.clutter_r.max(initial=0.0))) + 2)
+        img = _background(nz, dx, dy, size, pad)
+        img += alpha * (c0 + mix * (c1 - c0) - img)
+        img += (nz.noise_sigma[:, None, None] * nz.noise)[:, None]
     np.clip(img, 0.0, 1.0, out=img)
+    if style == "invert":
+        img = 1.0 - img
     return (img * 255.0 + 0.5).astype(np.uint8)
 
 
-_PAD = 4  # clutter blobs have radius < _PAD - 1 pixels
+def _sketch(nz: Nuisance, dx: np.ndarray, dy: np.ndarray, sdf: np.ndarray, alpha: np.ndarray, mix: np.ndarray,
+            c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """The ``sketch`` style before clipping, (B, 3, H, W): light paper (level 0.88-0.99, a third of the photo's
+    gradient and tint, no clutter), the pattern's marks filled with ``c1`` inside the shape, ink in ``c0`` (the
+    outline ``clip(1.25 - |sdf|, 0, 1)``, about 1.5 px wide, and the marks' edges at 0.8), half the noise."""
+    level = 0.86 + 0.15 * nz.bg_level[:, None, None] + (nz.bg_grad[:, 0, None, None] * dx
+                                                         + nz.bg_grad[:, 1, None, None] * dy) / 3.0
+    img = level[:, None] + nz.bg_tint[:, :, None, None] / 3.0
+    img += alpha * mix * (c1 - img)
+    ink = np.maximum(np.clip(1.25 - np.abs(sdf), 0.0, 1.0), 0.8 * alpha * _edges(mix))
+    img += ink * (c0 - img)
+    img += (0.5 * nz.noise_sigma[:, None, None] * nz.noise)[:, None]
+    return img
 
 
-def _background(nz: Nuisance, dx: np.ndarray, dy: np.ndarray, size: int) -> np.ndarray:
-    """Grey level + linear gradient + tint, then small clutter blobs; returns (B, 3, H, W).
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """1 on the pixels of a 0/1 mask ``(..., H, W)`` that differ from their left or upper neighbour, else 0."""
+    out = np.zeros_like(mask)
+    out[..., :, 1:] = mask[..., :, 1:] != mask[..., :, :-1]
+    out[..., 1:, :] = np.maximum(out[..., 1:, :], mask[..., 1:, :] != mask[..., :-1, :])
+    return out
 
-    Each blob only touches a (2·_PAD)² window around its centre, so it is composited there alone,
-    on a canvas padded by _PAD pixels (windows never leave the canvas, indices never repeat).
+
+_PAD = 4  # photo clutter blobs have radius < _PAD - 1 pixels
+
+
+def _background(nz: Nuisance, dx: np.ndarray, dy: np.ndarray, size: int, pad: int = _PAD) -> np.ndarray:
+    """Grey level + linear gradient + tint, then clutter blobs of radius < ``pad - 1``; returns (B, 3, H, W).
+
+    Each blob only touches a (2·pad)² window around its centre, so it is composited there alone,
+    on a canvas padded by ``pad`` pixels (windows never leave the canvas, indices never repeat).
     """
     level = nz.bg_level[:, None, None] + nz.bg_grad[:, 0, None, None] * dx + nz.bg_grad[:, 1, None, None] * dy
-    canvas = np.zeros((len(level), size + 2 * _PAD, size + 2 * _PAD, 3), np.float32)
-    inner = canvas[:, _PAD:-_PAD, _PAD:-_PAD]
+    canvas = np.zeros((len(level), size + 2 * pad, size + 2 * pad, 3), np.float32)
+    inner = canvas[:, pad:-pad, pad:-pad]
     inner[...] = level[..., None] + nz.bg_tint[:, None, None, :]
-    offsets = np.arange(-_PAD + 1, _PAD + 1)
+    offsets = np.arange(-pad + 1, pad + 1)
     batch = np.arange(len(level))[:, None, None]
     for k in range(nz.clutter_r.shape[1]):
         x, y = nz.clutter_xy[:, k, 0], nz.clutter_xy[:, k, 1]
@@ -155,7 +208,7 @@ def _background(nz: Nuisance, dx: np.ndarray, dy: np.ndarray, size: int) -> np.n
         iy = np.floor(y).astype(np.int64)[:, None] + offsets
         dist = np.hypot((ix + 0.5 - x[:, None])[:, None, :], (iy + 0.5 - y[:, None])[:, :, None])
         a = np.clip(nz.clutter_r[:, k, None, None] - dist + 0.5, 0.0, 1.0)[..., None]
-        rows, cols = iy[:, :, None] + _PAD, ix[:, None, :] + _PAD
+        rows, cols = iy[:, :, None] + pad, ix[:, None, :] + pad
         patch = canvas[batch, rows, cols]
         canvas[batch, rows, cols] = patch + a * (nz.clutter_rgb[:, k, None, None, :] - patch)
     return np.ascontiguousarray(inner.transpose(0, 3, 1, 2))

@@ -20,7 +20,7 @@ from mepo_lab.backbones.base import Backbone, load_mepo_backbone, weights_hash
 from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.backbones.pretrain import pretrained_backbone
 from mepo_lab.config import Preset
-from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld
+from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld, pretraining_fields
 from mepo_lab.device import pick_device
 from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
@@ -32,8 +32,9 @@ from mepo_lab.mepo.switches import resolve
 def mepo_folder(preset: Preset, source: Backbone, data_home: str | Path | None = None) -> Path:
     """Where the refinement of ``source`` under ``preset.mepo`` lives."""
     cfg = {k: v for k, v in asdict(resolve(preset.mepo)).items() if k not in ("meta_epochs", "cov_augment",
-                                                                                 "cov_samples_per_class")}
-    blob = json.dumps([source.weights_hash, WORLD_VERSION, asdict(preset.world), cfg], sort_keys=True)
+                                                                                 "cov_samples_per_class")
+           and not (k == "schedule" and v == "sequential")}  # the default schedule keeps the old keys
+    blob = json.dumps([source.weights_hash, WORLD_VERSION, pretraining_fields(preset.world), cfg], sort_keys=True)
     return paths.subdir("mepo", data_home) / hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -32,7 +32,7 @@ from mepo_lab.data.normalization import IMAGENET_PREPROCESS, Preprocess, preproc
 from mepo_lab.device import pick_device
 from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
-from mepo_lab.mepo.refine import MetaRefiner, read_info
+from mepo_lab.mepo.refine import MetaRefiner, read_info, refinement_fields
 from mepo_lab.mepo.sources import BatchSource, FileSource
 from mepo_lab.mepo.switches import resolve
 
@@ -75,8 +75,7 @@ def check_input_size(model: torch.nn.Module, size: int) -> None:
 
 
 def _record(source_bb: Backbone, data: FileSource, cfg: MePoConfig) -> dict:
-    refinement = {k: v for k, v in asdict(cfg).items() if k not in ("meta_epochs", "cov_samples_per_class",
-                                                                    "cov_augment")}
+    refinement = refinement_fields(asdict(cfg))
     return {"backbone": source_bb.weights_hash, "data": data.describe(), "config": refinement}
 
 

@@ -12,6 +12,12 @@ SGD with momentum 0.9 and two learning rates (backbone / head), a train augmenta
 sequential phase. The switches of :mod:`mepo_lab.mepo.switches` pick the official or corrected
 behaviour; ``head_reset`` re-initialises the head (zapping).
 
+``schedule="joint"`` is a control (``docs/reference/mepo.md#controls``): the sequential phase becomes ONE
+mixed phase over ``∪_t D_t`` with the same images, the same number of SGD steps and the same batch sizes
+(per inner epoch, a random order of the union cut into the sizes ``⌈|D_t| / B⌉`` chunks of task after
+task), logits restricted to the group's classes and one head reset (if any) at the start of the repeat.
+With ``meta_lr=1`` it is plain joint fine-tuning.
+
 Images come from a :class:`~mepo_lab.mepo.sources.BatchSource` (uint8 arrays, or image files decoded
 in DataLoader workers). Each group is *planned* first — batch orders, augmentation draws and head
 resets, all from the meta-epoch's seeded generator, in the order the old inline loop drew them — then
@@ -41,7 +47,7 @@ from mepo_lab import paths
 from mepo_lab.backbones.base import save_mepo_backbone
 from mepo_lab.config import MePoConfig
 from mepo_lab.device import Amp
-from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTaskSampler
+from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTask, PseudoTaskSampler
 from mepo_lab.mepo.reptile import MetaModel, masked_logits, reptile_step_, reset_head_, snapshot
 from mepo_lab.mepo.sources import ArraySource, BatchSource
 from mepo_lab.mepo.switches import resolve
@@ -110,7 +116,7 @@ class MetaRefiner:
     def config_record(self) -> dict:
         """The resolved configuration of the refinement itself: without ``meta_epochs`` (a longer run may
         extend a shorter one) and the covariance's fields (they do not change the weights)."""
-        return _refinement_fields(asdict(self.cfg))
+        return refinement_fields(asdict(self.cfg))
 
     def resume(self) -> bool:
         """Load ``state.pt`` if the folder holds a run of this configuration; False when starting fresh."""
@@ -118,7 +124,7 @@ class MetaRefiner:
         if not state_path.exists():
             return False
         state = torch.load(state_path, map_location=self.device, weights_only=False)
-        if _refinement_fields(state["config"]) != self.config_record():
+        if refinement_fields(state["config"]) != self.config_record():
             raise ValueError(f"{self.folder} holds a refinement with another configuration; "
                              "use another folder or delete it to start over")
         self.model.load_state_dict(state["model"])
@@ -156,19 +162,49 @@ class MetaRefiner:
         reset_head_(self._scratch_head, gen)
         return state
 
+    def _mixed_batches(self, tasks: list[PseudoTask], gen: torch.Generator) -> list:
+        """Prepared batches of the joint schedule's mixed phase over ``U = ∪_t D_t``.
+
+        Per inner epoch: a random order of ``U`` cut into the sequential epoch's sizes
+        ``[min(B, |D_t| − s) for t in tasks for s in 0, B, 2B, …]`` (they sum to ``|U|``), augmented.
+        """
+        bs = self.cfg.batch_size
+        sizes = [min(bs, len(t.indices) - s) for t in tasks for s in range(0, len(t.indices), bs)]
+        cuts, union = np.cumsum([0] + sizes), torch.from_numpy(np.concatenate([t.indices for t in tasks]))
+        tokens = []
+        for _ in range(self.cfg.inner_epochs):
+            order = union[torch.randperm(len(union), generator=gen)].numpy()
+            tokens += [self.source.prepare(order[a:b], True, gen) for a, b in itertools.pairwise(cuts)]
+        return tokens
+
+    def _sequential_phases(self, r: int, drawn: PseudoGroup, group_mask: torch.Tensor,
+                           gen: torch.Generator) -> list[_Phase]:
+        """MePo's inner loop of repeat ``r``: each pseudo task for ``inner_epochs`` epochs, in order."""
+        cfg, phases = self.cfg, []
+        reset = self._draw_reset(gen) if cfg.head_reset == "per_sequence" else None
+        for t, task in enumerate(drawn.tasks):
+            if cfg.head_reset == "per_task":
+                reset = self._draw_reset(gen)
+            allowed = self._allowed(task.classes) if cfg.logit_mask == "current_task" else group_mask
+            phases.append(_Phase(r, t, allowed, reset, self._batches(task.indices, cfg.inner_epochs, True, gen)))
+            reset = None
+        return phases
+
+    def _mixed_phase(self, r: int, drawn: PseudoGroup, group_mask: torch.Tensor, gen: torch.Generator) -> _Phase:
+        """The joint schedule's one phase of repeat ``r`` (reported as task 0), group mask, one head reset."""
+        reset = self._draw_reset(gen) if self.cfg.head_reset != "none" else None
+        return _Phase(r, 0, group_mask, reset, self._mixed_batches(drawn.tasks, gen))
+
     def _plan(self, group: PseudoGroup, gen: torch.Generator) -> list[_Phase]:
         """Every phase of one Reptile update, drawn from ``gen`` in training order."""
         cfg, group_mask, phases = self.cfg, self._allowed(group.classes), []
         for r in range(cfg.n_repeats):
             drawn = group if r == 0 or cfg.repeat_draws == "same" else self.sampler.group(group.meta_epoch,
                                                                                           group.group, repeat=r)
-            reset = self._draw_reset(gen) if cfg.head_reset == "per_sequence" else None
-            for t, task in enumerate(drawn.tasks):
-                if cfg.head_reset == "per_task":
-                    reset = self._draw_reset(gen)
-                allowed = self._allowed(task.classes) if cfg.logit_mask == "current_task" else group_mask
-                phases.append(_Phase(r, t, allowed, reset, self._batches(task.indices, cfg.inner_epochs, True, gen)))
-                reset = None
+            if cfg.schedule == "joint":
+                phases.append(self._mixed_phase(r, drawn, group_mask, gen))
+            else:
+                phases += self._sequential_phases(r, drawn, group_mask, gen)
             phases.append(_Phase(r, None, group_mask, None, self._batches(drawn.joint, 1, cfg.joint_augment, gen)))
         return phases
 
@@ -187,8 +223,10 @@ class MetaRefiner:
         """One Reptile update on ``group`` with the draws of ``gen``; returns its log entry.
 
         Callbacks (objects with any of these methods) see ``on_batch({"x", "y", "task", "repeat"})`` before
-        every SGD step (``task`` is ``None`` in the joint pass) and ``on_reptile({"meta_epoch", "group"})``
-        right before the Reptile step; ``bar`` (a tqdm bar) is advanced by the steps taken.
+        every SGD step (``task`` is ``None`` in the joint pass, 0 in the mixed phase of ``schedule="joint"``) and
+        ``on_reptile({"meta_epoch", "group"})`` right before the Reptile step; ``bar`` (a tqdm bar) is advanced
+        by the steps taken. The entry's ``seq_loss``/``seq_acc`` average the sequential phases of the last repeat
+        (with ``schedule="joint"``: its mixed phase).
         """
         cfg, start, callbacks = self.cfg, time.perf_counter(), list(callbacks)
         anchor = snapshot(self.params)
@@ -261,8 +299,11 @@ class MetaRefiner:
         self.model.eval()
 
 
-def _refinement_fields(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in ("meta_epochs", "cov_samples_per_class", "cov_augment")}
+def refinement_fields(cfg: dict) -> dict:
+    """The fields that change the weights; ``schedule`` only when not the default ``"sequential"`` (so the
+    records of refinements made before the field existed still match)."""
+    return {k: v for k, v in cfg.items() if k not in ("meta_epochs", "cov_samples_per_class", "cov_augment")
+            and not (k == "schedule" and v == "sequential")}
 
 
 def _generator(state: torch.Tensor) -> torch.Generator:

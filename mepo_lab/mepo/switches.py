@@ -5,7 +5,8 @@ the fidelity table in ``docs/fidelity.md``. A switch left at ``None`` in
 :class:`~mepo_lab.config.MePoConfig` takes the value of ``MePoConfig.fidelity``; an explicit value
 always wins, so single discrepancies can be toggled one at a time. Settings that are not a fix of the
 reference are plain fields validated here too: ``head_reset`` (zapping, an ablation), ``repeat_draws`` (with
-``n_repeats > 1``: fresh images in every repeat as the reference, or the first draw reused) and ``amp``.
+``n_repeats > 1``: fresh images in every repeat as the reference, or the first draw reused), ``schedule``
+(``sequential`` = MePo, ``joint`` = the control that mixes each group's pseudo tasks) and ``amp``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ SWITCHES: dict[str, tuple[object, object, tuple]] = {
 }
 HEAD_RESETS = ("none", "per_sequence", "per_task")
 REPEAT_DRAWS = ("fresh", "same")
+SCHEDULES = ("sequential", "joint")
 FIDELITIES = ("official", "corrected")
 
 
@@ -43,6 +45,8 @@ def resolve(cfg: MePoConfig) -> MePoConfig:
         raise ValueError(f"mepo.head_reset must be one of {', '.join(HEAD_RESETS)}, got {cfg.head_reset!r}")
     if cfg.repeat_draws not in REPEAT_DRAWS:
         raise ValueError(f"mepo.repeat_draws must be one of {', '.join(REPEAT_DRAWS)}, got {cfg.repeat_draws!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"mepo.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     for name in ("group_size", "tasks_per_group", "samples_per_class", "inner_epochs", "batch_size",
                  "meta_epochs", "n_repeats", "cov_samples_per_class"):
         if getattr(cfg, name) < 1:

@@ -1,4 +1,4 @@
-"""Pictures of the synthetic world: a class gallery and the factor grid."""
+"""Pictures of the synthetic world: a class gallery, the factor grid and the distribution shifts."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,7 +6,8 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mepo_lab.data.render import PALETTES, PATTERNS, SHAPES
+from mepo_lab.config import WorldConfig
+from mepo_lab.data.render import PALETTES, PATTERNS, SHAPES, SHIFTS, shift_style
 from mepo_lab.data.synthetic import SyntheticWorld, describe
 
 
@@ -53,6 +54,36 @@ def plot_factors(world: SyntheticWorld, split: str = "train"):
         axes[r, 0].text(-0.35, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center")
     fig.suptitle("the three factors of a class (8 shapes × 6 patterns × 8 palettes = 384 classes)", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_shifts(world: WorldConfig | SyntheticWorld, classes: Sequence[int] | None = None, per_class: int = 4,
+                split: str = "train"):
+    """The same instances under every ``world.shift`` (rows: none, sketch, invert, clutter).
+
+    Columns hold ``per_class`` instances (indices ``0..per_class-1``) of each world class id in ``classes``
+    (default: 4 downstream classes evenly spaced in id), so a column shows one object with one nuisance in every
+    rendition. Only the downstream classes are shifted in a dataset; this picture renders any class.
+    """
+    world = world if isinstance(world, SyntheticWorld) else SyntheticWorld(world)
+    down = world.downstream_classes
+    classes = list(classes) if classes is not None else down[::max(1, len(down) // 4)][:4].tolist()
+    ids, instance = np.repeat(classes, per_class), np.tile(np.arange(per_class), len(classes))
+    n = len(ids)
+    width, height = 0.7 * n + 0.8, 0.7 * len(SHIFTS) + 0.7
+    fig, axes = plt.subplots(len(SHIFTS), n, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=0.7 / width, right=0.99, bottom=0.1 / height, top=1 - 0.6 / height, wspace=0.08,
+                        hspace=0.08)
+    for r, shift in enumerate(SHIFTS):
+        images = world.render_instances(ids, instance, split, shift_style(shift))
+        for c, ax in enumerate(axes[r]):
+            ax.imshow(images[c].transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c % per_class == 0:
+                ax.set_title(f"{ids[c]}: {describe(ids[c])}", fontsize=7, loc="left")
+        axes[r, 0].set_ylabel(shift, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("world.shift re-renders the downstream classes (pretraining images stay 'none')", fontsize=9)
     return fig
 
 
