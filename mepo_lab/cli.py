@@ -1,7 +1,7 @@
 """``mepo-lab``: the command line, derived from the preset dataclasses.
 
 Subcommands: ``quickstart``, ``stream``, ``gcl``, ``refine``, ``pretrain``, ``zapping``, ``became``, ``hembed``,
-``purer``, ``bench``. Every preset field can be
+``purer``, ``study``, ``bench``. Every preset field can be
 set with ``--set section.field=value`` (e.g. ``--set gcl.online_iter=1 --set seeds=1,2``); the ``stream``
 command's flags are generated from :class:`~mepo_lab.config.StreamConfig`'s fields, and every list of
 names (learners, alignments, backbones, datasets, normalisations) comes from its registry, so a newly
@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--out", default="runs/purer", help="output folder (results.json, figures, snapshots)")
     u.epilog = ("--set takes the fields of mepo_lab.purer.config.PurerConfig, e.g. --set iterations=500 "
                 "--set seeds=1,2 --set shots=1 --set methods=ei,eci --set data_free_mepo=false")
+
+    y = sub.add_parser("study", help="what makes MePo work: refinement controls x learners x alignment x "
+                       "distribution shift x seeds, with paired gains and diagnostics (pre-registered grid)")
+    _common(y)
+    y.add_argument("--out", default="runs/study", help="output folder (results.json, runs/, figures)")
+    y.epilog = ("--set takes the fields of mepo_lab.study.config.StudyConfig, e.g. --set learners=linear,ncm "
+                "--set variants=none,mepo,joint_ft --set image_variants=none,mepo --set shifts=none,invert --set seeds=1,2")
 
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
@@ -308,6 +315,20 @@ def cmd_purer(args) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 
+def cmd_study(args) -> None:
+    from mepo_lab.study.config import study_preset
+    from mepo_lab.study.figures import save_study_figures
+    from mepo_lab.study.grid import run_study
+    from mepo_lab.study.report import comparisons, conclusions, format_comparisons
+
+    cfg = override(study_preset(args.preset), args.overrides)
+    result = run_study(cfg, args.out, data_home=args.data_home, progress=args.progress)
+    figures = save_study_figures(result, Path(args.out))
+    print(format_comparisons(comparisons(result["rows"])))
+    print("\n".join(conclusions(result)))
+    print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
+
+
 def cmd_bench(args) -> None:
     from mepo_lab.bench import format_report, run_benchmarks
 
@@ -317,7 +338,7 @@ def cmd_bench(args) -> None:
 
 COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
             "pretrain": cmd_pretrain, "zapping": cmd_zapping, "became": cmd_became,
-            "hembed": cmd_hembed, "purer": cmd_purer, "bench": cmd_bench}
+            "hembed": cmd_hembed, "purer": cmd_purer, "study": cmd_study, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

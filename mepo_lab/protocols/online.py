@@ -15,6 +15,7 @@ Protocol (``docs/reference/si_blurry.md#training``, ``#evaluation``, ``docs/refe
 
 Callbacks are objects with any of ``on_run_start(result)``, ``on_batch(result, info)``,
 ``on_eval(result)``, ``on_task_end(result, task)``, ``on_run_end(result)``; they drive live plots.
+``on_learner(learner)`` comes once, right after the learner is set up (probes such as feature drift keep it).
 The run record is written atomically after every evaluation when ``out_path`` is given.
 """
 from __future__ import annotations
@@ -206,6 +207,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_seed)
         learner.setup(n_classes, int(train_x.shape[1]) if train_x.ndim == 2 else 0, device)
+        _emit(callbacks, "on_learner", learner)
         elapsed = 0.0
         restored = st.load(ckpt, learner, fingerprint) if resume and ckpt is not None and ckpt.exists() else None
         if restored is not None:
