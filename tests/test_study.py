@@ -20,6 +20,7 @@ from mepo_lab.study.report import (
     format_comparisons,
     in_words,
     shift_interaction,
+    summary_table,
     target_check,
 )
 
@@ -134,7 +135,8 @@ def test_study_command_runs_resumes_and_draws(smoke_home, tmp_path, capsys):
     assert {p["variant"] for p in result["probes"]} == set(cfg.variants)
     assert all(r["drift"] for r in result["rows"] if r["learner"] == "finetune")
     assert {f.name for f in tmp_path.glob("study_*.png")} >= {"study_grid.png", "study_drift.png", "study_probes.png"}
-    assert "gain in A_auc over pretrained" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "MePo + corrected" in printed and "linear probe (%)" in printed and "target (MePo" in printed
     before = (tmp_path / "results.json").read_text()
     assert main(args) == 0  # everything is in results.json: nothing reruns, the rows stay
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == json.loads(before)["rows"]
@@ -176,3 +178,14 @@ def test_results_of_other_sizes_are_moved_aside_not_overwritten(tmp_path, monkey
     (kept,) = tmp_path.glob("results.*-*.json")
     assert json.loads(kept.read_text())["rows"] == [{"seed": 1}]
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == []
+
+
+def test_summary_table_reads_the_paired_gains():
+    rows = [_row("none", "none", s, v) for s, v in ((1, 0.40), (2, 0.50), (3, 0.45))]
+    rows += [_row("mepo", "corrected", s, v) for s, v in ((1, 0.42), (2, 0.525), (3, 0.465))]
+    table = summary_table({"rows": rows}).splitlines()
+    assert table[0].startswith("learner | shift | no refinement | alignment only")
+    cells = table[2].split(" | ")
+    assert cells[:3] == ["linear", "none", "45.00 ± 5.00"]
+    assert cells[5].startswith("+2.00 [+0.76, +3.24]")  # MePo + corrected: mean 2, half-width 4.303 * 0.5 / sqrt 3
+    assert cells[3] == "—"  # no alignment-only runs here

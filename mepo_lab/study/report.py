@@ -8,6 +8,8 @@ baselines: ``pretrained`` (no refinement, no alignment: what the quickstart's ga
 """
 from __future__ import annotations
 
+import numpy as np
+
 from mepo_lab.protocols.results import (
     describe_difference,
     format_difference,
@@ -145,3 +147,50 @@ def _word(c: dict) -> str:
     if c["low"] <= 0 <= c["high"]:
         return "no measurable effect"
     return "better" if c["mean"] > 0 else "worse"
+
+
+SUMMARY_COLUMNS = (("alignment only", "none", "corrected", "pretrained"),
+                   ("refined backbone only", "mepo", "none", "pretrained"),
+                   ("MePo + corrected", "mepo", "corrected", "pretrained"),
+                   ("joint FT + corrected", "joint_ft", "corrected", "pretrained"),
+                   ("MePo − joint FT (both corrected)", "mepo", "corrected", "joint_ft"),
+                   ("MePo corrected switches + corrected", "mepo_corrected", "corrected", "pretrained"))
+
+
+def summary_table(result: dict, metric: str = "A_auc") -> str:
+    """The README's table: per learner and shift, the baseline's mean ± std over seeds and the paired gains
+    (points, 95 % interval) of MePo's ingredients and of the joint fine-tuning control."""
+    rows, comps = result["rows"], comparisons(result["rows"], metric)
+    head = ["learner", "shift", "no refinement", *(c[0] for c in SUMMARY_COLUMNS)]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for learner, shift in dict.fromkeys((r["learner"], r["shift"]) for r in rows):
+        base = [r[metric] for r in rows if (r["learner"], r["shift"], r["variant"], r["alignment"])
+                == (learner, shift, "none", "none")]
+        cells = [learner, shift, f"{100 * np.mean(base):.2f} ± {100 * np.std(base, ddof=1) if len(base) > 1 else 0:.2f}"]
+        for _, variant, alignment, versus in SUMMARY_COLUMNS:
+            c = find(comps, learner=learner, shift=shift, variant=variant, alignment=alignment, versus=versus)
+            cells.append("—" if c is None else _pts(c))
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def eta_table(result: dict, metric: str = "A_auc") -> str:
+    """Gain over no refinement, no alignment of each Reptile step η (feature learners; points, 95 % interval)."""
+    comps = comparisons(result["rows"], metric)
+    variants = [v for v in ("eta_0.03", "mepo", "eta_0.3", "eta_1", "joint_ft") if any(c["variant"] == v for c in comps)]
+    lines = [" | ".join(["learner", "shift", "alignment", *(VARIANT_NAMES[v] for v in variants)]),
+             " | ".join("---" for _ in range(3 + len(variants)))]
+    for learner, shift, alignment in dict.fromkeys((c["learner"], c["shift"], c["alignment"]) for c in comps
+                                                   if c["learner"] in FEATURE_LEARNERS):
+        cells = [find(comps, learner=learner, shift=shift, variant=v, alignment=alignment, versus="pretrained")
+                 for v in variants]
+        lines.append(" | ".join([learner, shift, alignment, *("—" if c is None else _pts(c) for c in cells)]))
+    return "\n".join(lines)
+
+
+def probe_table(result: dict) -> str:
+    """Linear-probe accuracy (%) and H-score of every backbone's frozen features, per shift."""
+    lines = ["backbone | shift | linear probe (%) | H-score", "--- | --- | --- | ---"]
+    for p in result["probes"]:
+        lines.append(f"{VARIANT_NAMES[p['variant']]} | {p['shift']} | {100 * p['probe_acc']:.2f} | {p['H']:.2f}")
+    return "\n".join(lines)
