@@ -319,12 +319,19 @@ def cmd_study(args) -> None:
     from mepo_lab.study.config import study_preset
     from mepo_lab.study.figures import save_study_figures
     from mepo_lab.study.grid import run_study
-    from mepo_lab.study.report import conclusions, eta_table, probe_table, summary_table
+    from mepo_lab.study.report import (
+        conclusions,
+        drift_table,
+        eta_table,
+        probe_table,
+        summary_table,
+    )
 
     cfg = override(study_preset(args.preset), args.overrides)
     result = run_study(cfg, args.out, data_home=args.data_home, progress=args.progress)
     figures = save_study_figures(result, Path(args.out))
-    print("\n\n".join([summary_table(result), eta_table(result), probe_table(result), "\n".join(conclusions(result))]))
+    print("\n\n".join([summary_table(result), eta_table(result), probe_table(result), drift_table(result),
+                       "\n".join(conclusions(result))]))
     print(f"wrote {Path(args.out) / 'results.json'} and {len(figures)} figures in {result['seconds']:.1f} s")
 
 

@@ -189,3 +189,12 @@ def test_summary_table_reads_the_paired_gains():
     assert cells[:3] == ["linear", "none", "45.00 ± 5.00"]
     assert cells[5].startswith("+2.00 [+0.76, +3.24]")  # MePo + corrected: mean 2, half-width 4.303 * 0.5 / sqrt 3
     assert cells[3] == "—"  # no alignment-only runs here
+
+
+def test_drift_table_reads_the_last_point():
+    from mepo_lab.study.report import drift_table
+
+    rows = [_row("mepo", "none", s, 0.3, learner="finetune") | {"drift": [(32, 0.01), (64, d)]}
+            for s, d in ((1, 0.2), (2, 0.4))]
+    rows.append(_row("mepo", "corrected", 1, 0.3, learner="finetune") | {"drift": [(64, 0.9)]})  # aligned: not shown
+    assert drift_table({"rows": rows}).splitlines()[2] == "MePo (official) | none | 0.3000 ± 0.1414 | 2"

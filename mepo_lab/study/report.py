@@ -194,3 +194,15 @@ def probe_table(result: dict) -> str:
     for p in result["probes"]:
         lines.append(f"{VARIANT_NAMES[p['variant']]} | {p['shift']} | {100 * p['probe_acc']:.2f} | {p['H']:.2f}")
     return "\n".join(lines)
+
+
+def drift_table(result: dict) -> str:
+    """``finetune``'s feature drift ``1 − cos(f_t, f_0)`` at its last evaluation, mean ± std over seeds, per
+    variant and shift (no alignment)."""
+    rows = [r for r in result["rows"] if r.get("drift") and r["alignment"] == "none"]
+    lines = ["backbone | shift | drift at the end of the stream | seeds", "--- | --- | --- | ---"]
+    for variant, shift in dict.fromkeys((r["variant"], r["shift"]) for r in rows):
+        last = [r["drift"][-1][1] for r in rows if (r["variant"], r["shift"]) == (variant, shift)]
+        std = np.std(last, ddof=1) if len(last) > 1 else 0.0
+        lines.append(f"{VARIANT_NAMES[variant]} | {shift} | {np.mean(last):.4f} ± {std:.4f} | {len(last)}")
+    return "\n".join(lines)
