@@ -35,9 +35,12 @@ def plot_study_grid(result: dict, versus: str = "pretrained", metric: str = "A_a
     comps = [c for c in comparisons(result["rows"], metric) if c["versus"] == versus]
     learners = list(dict.fromkeys(c["learner"] for c in comps)) or ["-"]
     shifts = list(dict.fromkeys(c["shift"] for c in comps)) or ["-"]
-    labels = list(dict.fromkeys((c["variant"], c["alignment"]) for c in comps))
-    fig, axes = _axes(len(learners), len(shifts), 5.2, 0.42 * max(3, len(labels)) + 0.9)
+    per = {l: list(dict.fromkeys((c["variant"], c["alignment"]) for c in comps if c["learner"] == l)) for l in learners}
+    heights = [max(2, len(per[l])) for l in learners]
+    fig, axes = plt.subplots(len(learners), len(shifts), figsize=(4.2 * len(shifts) + 1.6, 0.3 * sum(heights) + 1.4),
+                             squeeze=False, sharex=True, gridspec_kw={"height_ratios": heights})
     for i, learner in enumerate(learners):
+        labels = per[learner]
         for j, shift in enumerate(shifts):
             ax = axes[i, j]
             for k, (variant, alignment) in enumerate(labels):
@@ -51,13 +54,14 @@ def plot_study_grid(result: dict, versus: str = "pretrained", metric: str = "A_a
                 ax.plot(100 * c["mean"], k, "o", color=color)
                 ax.plot(100 * np.asarray(c["per_seed"]), [k] * len(c["per_seed"]), "|", color="black", ms=7, alpha=0.6)
             ax.axvline(0, color="black", lw=0.8)
-            ax.set_yticks(range(len(labels)), [f"{VARIANT_NAMES[v]} + {a}" for v, a in labels], fontsize=8)
+            ax.set_yticks(range(len(labels)), [f"{VARIANT_NAMES[v]} + {a}" for v, a in labels] if j == 0 else [],
+                          fontsize=8)
             ax.set_ylim(len(labels) - 0.5, -0.5)
             ax.set_title(f"{learner}, shift {shift}", fontsize=10)
             if i == len(learners) - 1:
                 ax.set_xlabel(f"{metric} gain (points); | = one seed")
     fig.suptitle(_BASELINE_TITLES[versus] + " (paired by seed, 95 % t-interval)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     return fig
 
 
@@ -93,9 +97,10 @@ def plot_eta_sweep(result: dict, metric: str = "A_auc") -> Figure:
         ax.set_xscale("log")
         ax.axhline(0, color="black", lw=0.8)
         ax.axvline(official, color="grey", ls=":", lw=1)
-        ax.set(xlabel=f"Reptile step η (log; 0 plotted at 0.01 = no refinement; dotted: the preset's {official})",
-               ylabel=f"{metric} gain (points)", title=f"shift {shift}")
+        ax.set(xlabel="Reptile step η (log scale)", ylabel=f"{metric} gain (points)", title=f"shift {shift}")
         ax.legend(fontsize=7)
+    fig.suptitle(f"gain over no refinement by η (no refinement drawn at η = 0.01; dotted: the preset's η = {official})",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
