@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the whole story on the embedded default (offline, CPU)")
     _common(q)
     q.add_argument("--out", default="runs/quickstart", help="output folder (results.json, figures)")
+    q.add_argument("--retrain", action="store_true", help="train the micro ViT, its MePo refinement and the "
+                   "covariances here instead of using the shipped ones (sets MEPO_LAB_SHIPPED=0)")
 
     s = sub.add_parser("stream", help="print Si-Blurry stream statistics and save the class x time raster")
     _common(s)
@@ -200,8 +202,13 @@ def cmd_stream(args) -> None:
 
 
 def cmd_quickstart(args) -> None:
-    from mepo_lab.quickstart import quickstart
+    import os
 
+    from mepo_lab.quickstart import quickstart
+    from mepo_lab.shipped import ENV
+
+    if args.retrain:
+        os.environ[ENV] = "0"
     result = quickstart(_preset(args), args.out, data_home=args.data_home, progress=args.progress)
     print(f"wrote {Path(args.out) / 'results.json'} and {len(result['figures'])} figures "
           f"in {result['seconds']:.1f} s")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from mepo_lab import paths
+from mepo_lab import paths, shipped
 from mepo_lab.backbones.base import Backbone, backbone_state, weights_hash
 from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import Preset
@@ -56,6 +56,9 @@ def pretrained_backbone(preset: Preset, data_home: str | Path | None = None, *, 
     folder = paths.subdir("micro_vit", data_home) / cache_key(preset)
     weights, info_path = folder / "backbone.pt", folder / "info.json"
     model = create_micro_vit(preset.vit, preset.world.image_size, num_classes=0)
+    if not force and not weights.exists():
+        shipped.install(f"micro_vit/{folder.name}", data_home, what="pretrained micro ViT",
+                        log=shipped.notice(progress, "; `mepo-lab pretrain --force` retrains"))
     if weights.exists() and info_path.exists() and not force:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         info = json.loads(info_path.read_text())

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mepo_lab import paths
+from mepo_lab import paths, shipped
 from mepo_lab.backbones.base import Backbone, load_mepo_backbone, weights_hash
 from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.backbones.pretrain import pretrained_backbone
@@ -52,6 +52,9 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
     folder = Path(folder) if folder is not None else mepo_folder(preset, source, data_home)
     epochs = meta_epoch or preset.mepo.meta_epochs
     path = folder / f"meta_{epochs}.pth"
+    if not path.exists() and folder.parent == paths.subdir("mepo", data_home):
+        shipped.install(f"mepo/{folder.name}", data_home, what=f"MePo refinement of the {preset.name} preset",
+                        log=shipped.notice(progress, "; delete the folder to refine here"))
     cached = path.exists()
     if not cached:
         world = SyntheticWorld(preset.world)
@@ -81,6 +84,8 @@ def covariance_for(preset: Preset, backbone: Backbone, data_home: str | Path | N
     cfg = resolve(preset.mepo)
     tag = f"{backbone.weights_hash}-{cfg.cov_samples_per_class}-{'aug' if cfg.cov_augment else 'clean'}"
     path = paths.subdir("covariance", data_home) / f"cov_{tag}.npy"
+    if not path.exists():
+        shipped.install(f"covariance/{path.name}", data_home, what="meta covariance", log=shipped.notice(progress))
     if path.exists():
         return load_covariance(path, dim=backbone.feature_dim)
     data = SyntheticWorld(preset.world).dataset("pretrain", "train")
