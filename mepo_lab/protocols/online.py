@@ -136,7 +136,8 @@ class _RunState:
                  "exposure": (self.exposure.index.copy(), list(self.exposure.order)),
                  "learner": learner.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                 "result": asdict(res)}
+                 # JSON text (numpy scalars as numbers): pickling the nested float lists is slow
+                 "result_json": json.dumps(res.as_dict(), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))}
         paths.atomic_write(path, lambda h: torch.save(state, h))
 
     def load(self, path: Path, learner: Learner, fingerprint: str) -> RunResult | None:
@@ -152,7 +153,7 @@ class _RunState:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return RunResult(**state["result"])
+        return RunResult(**(json.loads(state["result_json"]) if "result_json" in state else state["result"]))
 
 
 def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_y: np.ndarray, stream,
