@@ -56,7 +56,7 @@ def gain_shares(rows: list[dict], variant: str = "mepo", alignment: str = "corre
     ``A = m(variant, alignment) − m(variant, none)`` (the alignment on top), means over the paired seeds."""
     out = []
     for learner, shift in dict.fromkeys((r["learner"], r["shift"]) for r in rows):
-        cells = [_cell(rows, metric, learner=learner, shift=shift, variant=v, alignment=a)
+        cells = [seed_values(rows, metric, learner=learner, shift=shift, variant=v, alignment=a)
                  for v, a in (("none", "none"), (variant, "none"), (variant, alignment))]
         seeds = sorted(set.intersection(*(set(c) for c in cells)))
         if not seeds:
@@ -67,6 +67,6 @@ def gain_shares(rows: list[dict], variant: str = "mepo", alignment: str = "corre
     return out
 
 
-def _cell(rows: list[dict], metric: str, **match: Any) -> dict[int, float]:
+def seed_values(rows: list[dict], metric: str, **match: Any) -> dict[int, float]:
     """``{seed: metric}`` of the rows matching every field of ``match``."""
     return {r["seed"]: r[metric] for r in rows if all(r.get(k) == v for k, v in match.items())}

@@ -16,7 +16,7 @@ from mepo_lab.protocols.results import (
     paired_difference,
 )
 from mepo_lab.study.config import FEATURE_LEARNERS, VARIANT_NAMES
-from mepo_lab.study.diagnostics import gain_shares
+from mepo_lab.study.diagnostics import gain_shares, seed_values
 
 BASELINES = ("pretrained", "same_alignment", "joint_ft")
 TARGET = 0.03  # the issue's target: MePo + corrected alignment >= +3 A_auc over the plain pretrained backbone
@@ -65,16 +65,12 @@ def shift_interaction(rows: list[dict], learner: str, shift: str, variant: str =
     (a :func:`~mepo_lab.protocols.results.paired_difference` of per-seed gains), or None when a cell is missing."""
     gains = []
     for sh in ("none", shift):
-        base = _seeds(rows, metric, learner=learner, shift=sh, variant="none", alignment="none")
-        mine = _seeds(rows, metric, learner=learner, shift=sh, variant=variant, alignment=alignment)
+        base = seed_values(rows, metric, learner=learner, shift=sh, variant="none", alignment="none")
+        mine = seed_values(rows, metric, learner=learner, shift=sh, variant=variant, alignment=alignment)
         gains += [{"shift": sh, "seed": seed, "gain": mine[seed] - base[seed]} for seed in sorted(set(base) & set(mine))]
     if {g["shift"] for g in gains} != {"none", shift} or shift == "none":
         return None
     return paired_difference(gains, {"shift": shift}, {"shift": "none"}, "gain") | {"metric": metric}
-
-
-def _seeds(rows: list[dict], metric: str, **match) -> dict[int, float]:
-    return {r["seed"]: r[metric] for r in rows if all(r.get(k) == v for k, v in match.items())}
 
 
 def in_words(diff: dict | None) -> str:
