@@ -20,6 +20,8 @@ import numpy as np
 from mepo_lab import paths
 from mepo_lab.backbones.base import Backbone
 from mepo_lab.backbones.features import FeatureSet, cached_features
+from mepo_lab.batched import run_batched
+from mepo_lab.batched.jobs import feature_job
 from mepo_lab.config import Preset, as_dict
 from mepo_lab.data.base import ImageArrays
 from mepo_lab.data.normalization import WORLD_PREPROCESS, preprocess_for
@@ -83,22 +85,21 @@ def run_on_features(preset: Preset, learner: str, feats: WorldFeatures, seed: in
                     alpha: float | None = None, stream_seed: int | None = None,
                     out_path: str | Path | None = None, callbacks: Iterable[Any] = (), progress: bool = True,
                     resume: bool = False, **learner_kwargs) -> RunResult:
-    """One feature-cached Si-Blurry run (``stream_seed`` defaults to ``seed``; α to ``preset.align.alpha``)."""
-    s, alpha = preset.stream, preset.align.alpha if alpha is None else alpha
-    stream = si_blurry(feats.train.targets, n_tasks=s.n_tasks, n=s.n, m=s.m,
-                       seed=seed if stream_seed is None else stream_seed, stochastic=s.stochastic)
-    if learner == "linear":
-        learner_kwargs.setdefault("lr", preset.gcl.lr)
-    transform = make_alignment(alignment, alpha, feats.covariance, preset.align.ridge,
-                               preset.align.official_singleton)
-    if transform is not None:
-        learner_kwargs["transform"] = transform
-    result = RunResult(method=learner, backbone=feats.backbone.kind, alignment=alignment, seed=seed,
-                       config=as_dict(preset), meta={"backbone_hash": feats.backbone.weights_hash,
-                                                     "features": feats.train.key, "alpha": alpha})
-    return run_gcl(make_learner(learner, **learner_kwargs), feats.train.tensor(), feats.test.tensor(),
-                   feats.test.targets, stream, preset.gcl, train_seed=seed, result=result,
-                   callbacks=callbacks, out_path=out_path, progress=progress, resume=resume)
+    """One feature-cached Si-Blurry run (``stream_seed`` defaults to ``seed``; α to ``preset.align.alpha``).
+
+    Many such runs at once: :func:`run_many_on_features` (one batched program, the same records)."""
+    job = feature_job(preset, learner, feats, seed, alignment=alignment, alpha=alpha, stream_seed=stream_seed,
+                      **learner_kwargs)
+    return run_gcl(job.learner, job.train_x, job.test_x, job.test_y, job.stream, preset.gcl, train_seed=seed,
+                   result=job.result, callbacks=callbacks, out_path=out_path, progress=progress, resume=resume)
+
+
+def run_many_on_features(preset: Preset, runs: Iterable[dict], progress: bool = False) -> list[RunResult]:
+    """Feature-cached runs as one batched program (:func:`mepo_lab.batched.run_batched`): each dict holds the
+    arguments of :func:`run_on_features` (``learner``, ``feats``, ``seed``, ``alignment``, ``alpha``, ...).
+    Records equal those of separate :func:`run_on_features` calls; ``wall_seconds`` is the shared time."""
+    jobs = [feature_job(preset, **run) for run in runs]
+    return run_batched(jobs, preset.gcl, progress=progress)
 
 
 @lru_cache(maxsize=2)
@@ -219,7 +220,8 @@ def feature_runner(preset: Preset, feats: WorldFeatures | dict[str, WorldFeature
 
     ``stream`` overrides fields of :class:`~mepo_lab.config.StreamConfig` (``n``, ``m``, ``n_tasks``,
     ``stochastic``); ``backbone`` picks one of ``feats`` when it is a dict. Each call is one feature-cached
-    run (seconds).
+    run (seconds). ``run.many([dict(seed=1, ...), dict(seed=2, ...)])`` runs several settings as one batched
+    program (:func:`run_many_on_features`: the same records, several times faster than one call each).
     """
     from dataclasses import fields
 
@@ -227,15 +229,21 @@ def feature_runner(preset: Preset, feats: WorldFeatures | dict[str, WorldFeature
 
     knobs = {f.name for f in fields(StreamConfig)}
 
-    def run(seed: int = 1, backbone: str | None = None, alignment: str = "none", alpha: float | None = None,
-            callbacks: Iterable[Any] = (), **stream) -> RunResult:
+    def job(seed: int = 1, backbone: str | None = None, alignment: str = "none", alpha: float | None = None,
+            callbacks: Iterable[Any] = (), **stream):
         unknown = sorted(set(stream) - knobs)
         if unknown:
             raise ValueError(f"unknown stream setting(s) {unknown}: choose from {sorted(knobs)}")
         chosen = feats if isinstance(feats, WorldFeatures) else feats[backbone or next(iter(feats))]
         p = override(preset, {f"stream.{k}": v for k, v in stream.items()}) if stream else preset
-        return run_on_features(p, learner, chosen, seed, alignment=alignment, alpha=alpha, callbacks=callbacks,
-                               progress=False)
+        return feature_job(p, learner, chosen, seed, alignment=alignment, alpha=alpha, callbacks=callbacks)
+
+    def run(**settings) -> RunResult:
+        j = job(**settings)
+        return run_gcl(j.learner, j.train_x, j.test_x, j.test_y, j.stream, preset.gcl, train_seed=j.train_seed,
+                       result=j.result, callbacks=j.callbacks, progress=False)
+
+    run.many = lambda settings: run_batched([job(**s) for s in settings], preset.gcl, progress=False)
     return run
 
 
@@ -274,8 +282,11 @@ def sweep(run: Callable[..., RunResult], knob: str, values: Iterable[Any], seeds
           **fixed: Any) -> list[dict]:
     """One run per value of ``knob`` and seed (``run`` as :func:`feature_runner` makes it); each flat row records
     the value under ``knob``, ready for :func:`~mepo_lab.protocols.results.paired_difference` against another."""
-    seeds = list(seeds)
-    return [run(seed=seed, **fixed, **{knob: value}).summary() | {knob: value} for value in values for seed in seeds]
+    seeds, values = list(seeds), list(values)
+    settings = [{"seed": seed, **fixed, knob: value} for value in values for seed in seeds]
+    many = getattr(run, "many", None)  # a feature_runner batches the whole sweep
+    results = many(settings) if many is not None else [run(**s) for s in settings]
+    return [res.summary() | {knob: s[knob]} for res, s in zip(results, settings)]
 
 
 def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path, *,
@@ -284,7 +295,9 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
              log: Callable[[str], None] = print) -> tuple[list[RunResult], list[dict]]:
     """Every combo for every seed of ``preset`` on ``dataset``; ``out/results.json`` is rewritten after each run.
 
-    Killed runs resume from their last evaluation when the grid is started again.
+    The feature-cached cells (``linear``, ``ncm``) run first, all together as one batched program
+    (:func:`mepo_lab.batched.run_batched`, seconds; records equal to one run at a time); image learners then run
+    one by one, and a killed image run resumes from its last evaluation when the grid is started again.
     """
     if not preset.seeds:
         raise ValueError("preset.seeds is empty: run at least one seed, e.g. --set seeds=1,2,3")
@@ -298,15 +311,25 @@ def run_grid(preset: Preset, combos: list[tuple[str, str, str]], out: str | Path
             feats[kind] = world_features(preset, backbones[kind], data_home, progress, **data)
         if learner not in IMAGE_LEARNERS and alignment != "none":
             with_covariance(preset, feats[kind], data_home, progress)
+    cells = [(seed, combo) for seed in preset.seeds for combo in combos]
+    path = {cell: out / "runs" / "{}_{}_{}_seed{}.json".format(*cell[1], cell[0]) for cell in cells}
+    batched = [cell for cell in cells if cell[1][0] not in IMAGE_LEARNERS]
+    done = dict(zip(batched, run_batched(
+        [feature_job(preset, learner, feats[kind], seed, alignment=alignment, out_path=path[(seed, (learner, kind, alignment))])
+         for seed, (learner, kind, alignment) in batched], preset.gcl, progress=progress)))
+    if batched:
+        log(f"      {len(batched)} feature-cached runs as one batched program: "
+            f"{next(iter(done.values())).meta['batched']['seconds']:.1f} s")
     runs, rows = [], []
-    for seed in preset.seeds:
-        for learner, kind, alignment in combos:
-            path = out / "runs" / f"{learner}_{kind}_{alignment}_seed{seed}.json"
-            run = run_one(preset, learner, backbones[kind], seed, alignment=alignment, feats=feats.get(kind),
-                          data_home=data_home, progress=progress, out_path=path, resume=True, **data)
-            runs.append(run)
-            rows.append(run.summary())
-            paths.atomic_save_json(out / "results.json", rows)
-            log(f"      {learner:7s} {kind:10s} {alignment:9s} seed {seed}: A_auc {100 * run.metrics['A_auc']:6.2f}"
-                f"  A_last {100 * run.metrics['A_last']:6.2f}  ({run.wall_seconds:.1f} s)")
+    for seed, (learner, kind, alignment) in cells:
+        run = done.get((seed, (learner, kind, alignment)))
+        if run is None:
+            run = run_one(preset, learner, backbones[kind], seed, alignment=alignment, data_home=data_home,
+                          progress=progress, out_path=path[(seed, (learner, kind, alignment))], resume=True, **data)
+        runs.append(run)
+        rows.append(run.summary())
+        paths.atomic_save_json(out / "results.json", rows)
+        seconds = "batched" if "batched" in run.meta else f"{run.wall_seconds:.1f} s"
+        log(f"      {learner:7s} {kind:10s} {alignment:9s} seed {seed}: A_auc {100 * run.metrics['A_auc']:6.2f}"
+            f"  A_last {100 * run.metrics['A_last']:6.2f}  ({seconds})")
     return runs, rows

@@ -81,10 +81,11 @@ def batch_moments(x: torch.Tensor, mode: str, warn: bool = True) -> tuple[torch.
 
 
 def ridge_cholesky(cov: torch.Tensor, ridge: float, name: str) -> torch.Tensor:
-    """Lower Cholesky factor ``L`` of ``cov + ridge·I`` (``L Lᵀ = cov + ridge·I``)."""
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+    """Lower Cholesky factor ``L`` of ``cov + ridge·I`` (``L Lᵀ = cov + ridge·I``); ``cov`` may carry leading
+    batch axes ``(..., d, d)``, factorised one matrix at a time (LAPACK), as the 2-D case."""
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     lower, info = torch.linalg.cholesky_ex(cov + ridge * eye)
-    if int(info) != 0:
+    if bool((info != 0).any()):
         raise ValueError(f"{name} + {ridge:g}·I is not positive definite (Cholesky failed): "
                          "use a positive ridge and a valid covariance")
     return lower

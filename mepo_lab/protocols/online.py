@@ -105,7 +105,12 @@ def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposur
     for x in chunks:
         z = learner.logits(x)
         preds.append((z if mask is None else z + mask).argmax(1).cpu())
-    correct = torch.cat(preds).numpy() == y
+    return accuracies(torch.cat(preds).numpy(), y, n_classes)
+
+
+def accuracies(pred: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
+    """Overall accuracy and ``class_acc[j] = correct_j / (count_j + 1e-5)`` of predictions ``pred`` for units ``y``."""
+    correct = pred == y
     counts = np.bincount(y, minlength=n_classes)
     hits = np.bincount(y[correct], minlength=n_classes)
     return float(correct.mean()), hits / (counts + 1e-5)

@@ -111,7 +111,8 @@ def ablation_explorer(run: Callable[..., RunResult], backbones: Sequence[str], s
                       alpha: float = 0.5) -> W.Widget:
     """Sliders for M, N, tasks and α, backbone and alignment toggles, a Run button; every run is repeated for
     ``seeds`` and drawn as mean ± std bands (``run(n=, m=, n_tasks=, stochastic=, alpha=, backbone=, alignment=,
-    seed=)``, e.g. :func:`mepo_lab.experiment.feature_runner`)."""
+    seed=)``, e.g. :func:`mepo_lab.experiment.feature_runner`, whose ``run.many`` runs all seeds as one batched
+    program)."""
     knobs = stream_sliders()
     knobs.pop("seed")
     knobs["alpha"] = W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="α (alignment)",
@@ -122,7 +123,8 @@ def ablation_explorer(run: Callable[..., RunResult], backbones: Sequence[str], s
 
     def press() -> str:
         values = {k: w.value for k, w in knobs.items()}
-        runs = [run(**values, seed=s) for s in seeds]
+        many = getattr(run, "many", None)  # a feature_runner runs the seeds as one batched program
+        runs = many([{**values, "seed": s} for s in seeds]) if many else [run(**values, seed=s) for s in seeds]
         fig, ax = plt.subplots(figsize=(8, 3.4))
         plot_anytime(runs, ax=ax, boundaries=False)
         show_figure(fig, out)
