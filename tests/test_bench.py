@@ -26,3 +26,12 @@ def test_refine_and_live_panel_benchmarks_report_ratios(smoke_preset, smoke_home
     assert 0 < memory["measured"] < 10  # the anchor copy is counted (≈ 1), not every tensor of the process
     live = next(r for r in report if r["name"].startswith("live panel"))
     assert live["measured"] > 0 and live["target"] == 1.5 and "redraws of 50 evaluations" in live["note"]
+
+
+def test_grid_benchmark_times_both_ways_and_measures_their_agreement(smoke_preset, smoke_home):
+    rows = run_benchmarks(smoke_preset, only=["grid"], data_home=smoke_home)
+    grid, *explorer = rows
+    assert grid["unit"] == "x" and grid["kind"] == ">=" and grid["measured"] > 0
+    assert grid["note"].endswith("largest accuracy difference between the two 0")  # batched = sequential
+    assert [r["name"].rsplit(", ", 1)[1] for r in explorer] == ["none)", "official)", "corrected)"]
+    assert all(r["unit"] == "s" and r["measured"] > 0 for r in explorer)

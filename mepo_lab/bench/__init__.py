@@ -1,13 +1,13 @@
 """``mepo-lab bench``: the speed and quality targets, measured in one run, reported as ratios.
 
 ``report`` (rows and the table), ``core`` (streams, world, feature-cached runs, pretraining and probing,
-refinement, live panels, quickstart) and ``learners`` (image-learner throughput, augmentation cost, the GPU path).
+refinement, live panels, the batched grid, quickstart) and ``learners`` (image-learner throughput, augmentation cost, the GPU path).
 """
 from __future__ import annotations
 
 from mepo_lab import paths
-from mepo_lab.bench.core import (bench_backbone, bench_gcl, bench_quickstart, bench_refine, bench_stream,
-                                 bench_widgets, bench_world)
+from mepo_lab.bench.core import (bench_backbone, bench_gcl, bench_grid, bench_quickstart, bench_refine,
+                                 bench_stream, bench_widgets, bench_world)
 from mepo_lab.bench.learners import bench_augment, bench_gpu, bench_learners
 from mepo_lab.bench.report import format_report
 from mepo_lab.config import Preset
@@ -16,12 +16,12 @@ __all__ = ["BENCHMARKS", "DEFAULT", "format_report", "run_benchmarks"]
 
 BENCHMARKS = {"stream": bench_stream, "world": bench_world, "gcl": bench_gcl, "backbone": bench_backbone,
               "refine": bench_refine, "learners": bench_learners, "augment": bench_augment, "gpu": bench_gpu,
-              "widgets": bench_widgets, "quickstart": bench_quickstart}
+              "widgets": bench_widgets, "grid": bench_grid, "quickstart": bench_quickstart}
 DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "augment", "widgets", "gpu")
 
 
 def run_benchmarks(preset: Preset, only: list[str] | None = None, data_home=None, out=None) -> list[dict]:
-    """Run the selected benchmarks (default: all but the minutes-long ``quickstart``)."""
+    """Run the selected benchmarks (default: all but the minutes-long ``grid`` and ``quickstart``)."""
     names = list(only) if only else list(DEFAULT)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

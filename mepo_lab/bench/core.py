@@ -135,6 +135,41 @@ def bench_quickstart(preset: Preset, **_) -> list[dict]:
             row(f"quickstart cold, everything trained here ({preset.name})", retrain, 360.0, "s", True)]
 
 
+def bench_grid(preset: Preset, data_home=None, **_) -> list[dict]:
+    """The quickstart's 27 feature-cached runs: the sequential loop of run_grid before batching (``run_gcl`` per run,
+    records saved after every evaluation) against one :func:`~mepo_lab.batched.run_batched` call, same process; then
+    notebook 06's explorer: 3 seeds of one ``linear`` setting (each alignment) as one batched call."""
+    from mepo_lab.batched import run_batched
+    from mepo_lab.batched.jobs import feature_job
+    from mepo_lab.experiment import backbone_features, run_on_features
+    from mepo_lab.quickstart import QUICKSTART_GRID
+
+    feats = backbone_features(preset, ("random", "pretrained", "mepo"), data_home=data_home, progress=False)
+    cells = [(seed, cell) for seed in preset.seeds for cell in QUICKSTART_GRID]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        one_by_one = [run_on_features(preset, learner, feats[kind], seed, alignment=alignment, progress=False,
+                                      resume=True, out_path=Path(tmp) / f"{learner}_{kind}_{alignment}_{seed}.json")
+                      for seed, (learner, kind, alignment) in cells]
+        sequential = time.perf_counter() - start
+    jobs = [feature_job(preset, lr, feats[k], s, alignment=a) for s, (lr, k, a) in cells]
+    start = time.perf_counter()
+    together = run_batched(jobs, preset.gcl, progress=False)
+    batched = time.perf_counter() - start
+    gap = max(float(np.max(np.abs(np.subtract(a.anytime_acc + a.task_end_acc, b.anytime_acc + b.task_end_acc))))
+              for a, b in zip(one_by_one, together))
+    rows = [row(f"quickstart grid ({len(cells)} feature-cached runs): sequential loop / one batched call",
+                sequential / batched, 5.0, "x", False,
+                f"{sequential:.1f} s vs {batched:.1f} s; largest accuracy difference between the two {gap:.1g}")]
+    for alignment in ("none", "official", "corrected"):
+        three = [feature_job(preset, "linear", feats["mepo"], s, alignment=alignment) for s in (1, 2, 3)]
+        start = time.perf_counter()
+        run_batched(three, preset.gcl, progress=False)
+        seconds = time.perf_counter() - start
+        rows.append(row(f"notebook 06: 3 seeds after a slider change (linear, {alignment})", seconds, 3.0, "s", True))
+    return rows
+
+
 def bench_refine(preset: Preset, data_home=None, **_) -> list[dict]:
     """One MePo meta-iteration (group) against bare forward+backward passes over the same batches.
 
