@@ -236,10 +236,12 @@ def cmd_gcl(args) -> None:
 
 
 def cmd_refine(args) -> None:
+    from mepo_lab.mepo import distributed
     from mepo_lab.mepo.pipeline import mepo_backbone
     from mepo_lab.mepo.real import refine_real
     from mepo_lab.registry import get_backbone
 
+    distributed.init_from_env()  # under torchrun: one process group, every rank refines its share
     preset = _preset(args)
     if args.pretrain_data == "synthetic":
         if args.backbone not in (None, "pretrained", "random"):
@@ -252,6 +254,8 @@ def cmd_refine(args) -> None:
         bb = refine_real(source, args.pretrain_data, args.root, preset.mepo, args.out, preset.device, args.size,
                          args.workers, args.progress, data_home=args.data_home, normalization=args.normalization,
                          download=args.download)
+    if not distributed.is_main():
+        return
     last = bb.info["log"][-1]
     extra = f" and {Path(bb.info['covariance']).name}" if "covariance" in bb.info else ""
     print(f"MePo backbone {bb.weights_hash} after {bb.info['meta_epoch']} meta-epochs ({bb.info['seconds']:.0f} s): "

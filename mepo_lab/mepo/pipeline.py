@@ -22,6 +22,7 @@ from mepo_lab.backbones.pretrain import pretrained_backbone
 from mepo_lab.config import Preset
 from mepo_lab.data.synthetic import WORLD_VERSION, SyntheticWorld, pretraining_fields
 from mepo_lab.device import pick_device
+from mepo_lab.mepo import distributed
 from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.refine import MetaRefiner, read_info
@@ -48,14 +49,15 @@ def mepo_backbone(preset: Preset, data_home: str | Path | None = None, *, source
     ``source`` defaults to the cached pretrained micro ViT of ``preset``; ``folder`` to
     :func:`mepo_folder`. Real pretraining data: :func:`mepo_lab.mepo.real.refine_real`.
     """
-    source = source or pretrained_backbone(preset, data_home, progress=progress)
-    folder = Path(folder) if folder is not None else mepo_folder(preset, source, data_home)
-    epochs = meta_epoch or preset.mepo.meta_epochs
-    path = folder / f"meta_{epochs}.pth"
-    if not path.exists() and folder.parent == paths.subdir("mepo", data_home):
-        shipped.install(f"mepo/{folder.name}", data_home, what=f"MePo refinement of the {preset.name} preset",
-                        log=shipped.notice(progress, "; delete the folder to refine here"))
-    cached = path.exists()
+    with distributed.main_first():  # under torchrun, rank 0 fills the caches the others then read
+        source = source or pretrained_backbone(preset, data_home, progress=progress)
+        folder = Path(folder) if folder is not None else mepo_folder(preset, source, data_home)
+        epochs = meta_epoch or preset.mepo.meta_epochs
+        path = folder / f"meta_{epochs}.pth"
+        if not path.exists() and folder.parent == paths.subdir("mepo", data_home):
+            shipped.install(f"mepo/{folder.name}", data_home, what=f"MePo refinement of the {preset.name} preset",
+                            log=shipped.notice(progress, "; delete the folder to refine here"))
+        cached = path.exists()
     if not cached:
         world = SyntheticWorld(preset.world)
         data = world.dataset("pretrain", "train")

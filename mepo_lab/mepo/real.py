@@ -30,6 +30,7 @@ from mepo_lab.backbones.base import Backbone, load_mepo_backbone, weights_hash
 from mepo_lab.config import MePoConfig
 from mepo_lab.data.normalization import IMAGENET_PREPROCESS, Preprocess, preprocess_for
 from mepo_lab.device import pick_device
+from mepo_lab.mepo import distributed
 from mepo_lab.mepo.covariance import load_covariance, meta_covariance, save_covariance
 from mepo_lab.mepo.prototypes import class_prototypes
 from mepo_lab.mepo.refine import MetaRefiner, read_info, refinement_fields
@@ -123,7 +124,8 @@ def refine_real(backbone: Backbone, pretrain_data: str, root: str | Path | None 
         record = _record(source_bb, data, cfg)
         key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
         folder = Path(folder) if folder is not None else paths.subdir("mepo", data_home) / f"real-{key}"
-        _claim(folder, record)
+        with distributed.main_first():
+            _claim(folder, record)
         epochs, dev = meta_epoch or cfg.meta_epochs, pick_device(device)
         path = folder / f"meta_{epochs}.pth"
         if not path.exists():
@@ -137,7 +139,8 @@ def refine_real(backbone: Backbone, pretrain_data: str, root: str | Path | None 
         refined = Backbone(model, "mepo-real", weights_hash(model), info)
         if covariance:
             cov_path = folder / f"cov_meta_{epochs}.npy"
-            real_covariance(refined, data, cfg, cov_path, device=device, progress=progress)
+            if distributed.is_main():  # under torchrun the other ranks are done once the weights are
+                real_covariance(refined, data, cfg, cov_path, device=device, progress=progress)
             info["covariance"] = str(cov_path)
     finally:
         data.close()

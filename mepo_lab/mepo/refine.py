@@ -23,6 +23,9 @@ in DataLoader workers). Each group is *planned* first — batch orders, augmenta
 resets, all from the meta-epoch's seeded generator, in the order the old inline loop drew them — then
 executed while the source streams the planned batches (a file source decodes ahead, across tasks).
 
+Under ``torchrun`` (:mod:`mepo_lab.mepo.distributed`) the model trains under DistributedDataParallel: every rank
+plans the same batches, takes its share of each, and only rank 0 writes files.
+
 After every meta-epoch the backbone is saved in the released format (``meta_{e}.pth``: plain
 head-less timm state dict; ``meta_0.pth`` is the untouched input) together with ``state.pt`` (head,
 optimiser, log), written atomically: a killed run resumes from its last finished meta-epoch and ends
@@ -47,6 +50,7 @@ from mepo_lab import paths
 from mepo_lab.backbones.base import save_mepo_backbone
 from mepo_lab.config import MePoConfig
 from mepo_lab.device import Amp
+from mepo_lab.mepo import distributed
 from mepo_lab.mepo.pseudo_tasks import PseudoGroup, PseudoTask, PseudoTaskSampler
 from mepo_lab.mepo.reptile import MetaModel, masked_logits, reptile_step_, reset_head_, snapshot
 from mepo_lab.mepo.sources import ArraySource, BatchSource
@@ -107,6 +111,10 @@ class MetaRefiner:
         self.opt = torch.optim.SGD([{"params": body, "lr": self.cfg.backbone_lr},
                                     {"params": head, "lr": self.cfg.head_lr}], momentum=self.cfg.momentum,
                                    foreach=True)
+        self.world, self.ddp = distributed.world_size(), None
+        if self.world > 1:  # torchrun: same plan on every rank, each takes its share of every batch
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.log: list[dict] = []
         self.done, self.seconds = 0, 0.0
         self.amp = Amp(self.device, self.cfg.amp)  # mepo.amp: autocast on a GPU (the reference: fp32); CPU: fp32
@@ -133,6 +141,8 @@ class MetaRefiner:
         return True
 
     def _save(self) -> None:
+        if not distributed.is_main():  # every rank holds the same weights; one writes them
+            return
         save_mepo_backbone(self.model.vit, self.folder / f"meta_{self.done}.pth")
         state = {"meta_epoch": self.done, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "log": self.log, "config": self.config_record(), "seconds": self.seconds}
@@ -210,7 +220,14 @@ class MetaRefiner:
 
     # ----------------------------------------------------------------------------- training
     def _step(self, x: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """One SGD step on ``CE(mask(h(g(x))), y)``; returns ``[loss, accuracy]`` (no host sync)."""
+        """One SGD step on ``CE(mask(h(g(x))), y)``; returns ``[loss, accuracy]`` (no host sync).
+
+        Under DDP (``W`` ranks) each rank takes its share of the global batch of ``B`` samples and minimises
+        ``(W / B) Σ_local CE``: DDP averages the gradients over ranks, which gives the gradient of the global
+        mean ``(1 / B) Σ CE`` even when the shares differ in size. It returns ``[Σ_local CE, correct, n_local]``.
+        """
+        if self.ddp is not None:
+            return distributed.ddp_step(self, x, y, allowed)
         with self.amp.autocast():
             z = self.model(x)
         z = masked_logits(z.float(), self.cfg.logit_mask, allowed)
@@ -258,6 +275,7 @@ class MetaRefiner:
                     ends = snapshot(self.params)
                 else:
                     torch._foreach_add_(ends, [p.detach() for p in self.params])
+        stats = distributed.global_stats(stats) if self.ddp is not None else stats
         if next(feed, None) is not None:  # also frees the feed's last batch before the Reptile step
             raise RuntimeError(f"{type(self.source).__name__} yielded more batches than planned")
         with torch.no_grad():
@@ -279,10 +297,11 @@ class MetaRefiner:
         meta-epoch, besides the per-step events of :meth:`meta_iteration`.
         """
         target, callbacks = self.cfg.meta_epochs if meta_epochs is None else meta_epochs, list(callbacks)
-        if not (self.folder / "meta_0.pth").exists():
+        if not (self.folder / "meta_0.pth").exists() and distributed.is_main():
             save_mepo_backbone(self.model.vit, self.folder / "meta_0.pth")
         steps = self.sampler.steps_per_group() * self.sampler.n_groups * max(0, target - self.done)
-        bar = tqdm(total=steps, desc="MePo refinement", disable=not progress, mininterval=1.0)
+        bar = tqdm(total=steps, desc="MePo refinement", disable=not (progress and distributed.is_main()),
+                   mininterval=1.0)
         self.model.train()
         for epoch in range(self.done, target):
             start = time.perf_counter()
@@ -294,6 +313,7 @@ class MetaRefiner:
                 _emit(callbacks, "on_group_end", entry)
             self.done, self.seconds = epoch + 1, self.seconds + time.perf_counter() - start
             self._save()
+            distributed.barrier()  # a rank that resumes next reads a complete state.pt
             _emit(callbacks, "on_epoch_end", {"meta_epoch": self.done, "seconds": self.seconds})
         bar.close()
         self.model.eval()
