@@ -156,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     y.epilog = ("--set takes the fields of mepo_lab.study.config.StudyConfig, e.g. --set learners=linear,ncm "
                 "--set variants=none,mepo,joint_ft --set image_variants=none,mepo --set shifts=none,invert --set seeds=1,2")
 
+    w = sub.add_parser("sweep", help="a grid of runs from a TOML file, each cell one task, here or on a Ray cluster")
+    w.add_argument("grid", help="TOML file: preset, [grid] learner/backbone/alignment (+ dataset, seed, [grid.set]), "
+                   "[set] (see mepo_lab.sweep.grid)")
+    w.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: a Ray cluster (pip install \"mepo_lab[ray]\")")
+    w.add_argument("--address", default=None, help="Ray cluster address (default: start a local one), e.g. auto")
+    w.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs a cell asks Ray for (default 1)")
+    w.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs a cell asks Ray for (default 0)")
+    w.add_argument("--out", default="runs/sweep", help="output folder (results.json, failures.json, runs/)")
+    w.add_argument("--data-home", default=None, help="where caches live (as for the other commands)")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset field in every cell (repeatable; on top of the file's [set])")
+    w.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
     b = sub.add_parser("bench", help="measure the speed targets and print ratios")
     _common(b)
     b.add_argument("--only", nargs="*", default=None, help="subset of benchmarks to run")
@@ -233,6 +247,29 @@ def cmd_gcl(args) -> None:
         save_figures(runs, rows, Path(args.out), preset)
     print(format_table(aggregate(rows)))
     print(f"wrote {Path(args.out) / 'results.json'}")
+
+
+def cmd_sweep(args) -> None:
+    from mepo_lab.config import _split
+    from mepo_lab.protocols.results import aggregate, format_table
+    from mepo_lab.sweep import load_grid, run_sweep
+
+    cells = load_grid(args.grid)
+    if args.overrides:
+        from dataclasses import replace
+
+        extra = dict(_split(a) for a in args.overrides)
+        override(get_preset(cells[0].preset), extra)  # a wrong key fails here, naming the valid ones
+        cells = [replace(c, set=c.set | extra) for c in cells]
+    result = run_sweep(cells, args.out, engine=args.engine, address=args.address, cpus_per_run=args.cpus_per_run,
+                       gpus_per_run=args.gpus_per_run, data_home=args.data_home, progress=args.progress)
+    if result["rows"]:
+        print(format_table(aggregate(result["rows"])))
+    print(f"wrote {Path(args.out) / 'results.json'}: {len(result['rows'])} of {len(cells)} cells finished "
+          f"({result['skipped']} from an earlier run), {len(result['failures'])} failed "
+          f"({Path(args.out) / 'failures.json'}), {result['seconds']:.1f} s")
+    if result["failures"]:
+        sys.exit(1)
 
 
 def cmd_refine(args) -> None:
@@ -353,7 +390,7 @@ def cmd_bench(args) -> None:
     print(format_report(report))
 
 
-COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "refine": cmd_refine,
+COMMANDS = {"quickstart": cmd_quickstart, "stream": cmd_stream, "gcl": cmd_gcl, "sweep": cmd_sweep, "refine": cmd_refine,
             "pretrain": cmd_pretrain, "zapping": cmd_zapping, "became": cmd_became,
             "hembed": cmd_hembed, "purer": cmd_purer, "study": cmd_study, "bench": cmd_bench}
 
