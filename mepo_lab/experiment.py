@@ -28,7 +28,7 @@ from mepo_lab.data.normalization import WORLD_PREPROCESS, preprocess_for
 from mepo_lab.data.online_augment import online_augment_for
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.device import pick_device
-from mepo_lab.learners import IMAGE_LEARNERS, make_learner
+from mepo_lab.learners import IMAGE_LEARNERS, PROMPT_LEARNERS, make_learner
 from mepo_lab.mepo.alignment import make_alignment
 from mepo_lab.protocols.online import run_gcl
 from mepo_lab.protocols.results import RunResult, paired_difference
@@ -140,6 +140,8 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
         learner_kwargs.setdefault("lr", preset.gcl.lr)
     if learner == "misa" and "prompts" not in learner_kwargs:
         learner_kwargs["prompts"] = isa_prompts_for(preset, backbone, data_home, progress)
+    if learner in PROMPT_LEARNERS and "query_bank" not in learner_kwargs:  # evaluation queries, once per backbone
+        learner_kwargs["query_bank"] = _query_bank(preset, backbone, dataset, tex, pre, data_home)
     if alignment != "none":
         if covariance is None:
             covariance = meta_covariance_of(preset, backbone, data_home, progress)
@@ -157,6 +159,17 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     model = make_learner(learner, backbone=copy.deepcopy(backbone.model), preprocess=pre, **learner_kwargs)
     return run_gcl(model, trx, tex, tey, stream, preset.gcl, train_seed=seed, result=result, callbacks=callbacks,
                    out_path=out_path, device=pick_device(preset.device), progress=progress, resume=resume)
+
+
+def _query_bank(preset: Preset, backbone: Backbone, dataset: str, images, pre, data_home):
+    """The prompt learners' test-set queries of ``backbone`` (:func:`mepo_lab.learners.queries.query_bank`)."""
+    from mepo_lab.device import Amp
+    from mepo_lab.learners.queries import bank_key, query_bank
+
+    device = pick_device(preset.device)
+    name = SyntheticWorld(preset.world).dataset_name("downstream", "test") if dataset == "synthetic" else f"{dataset}-test"
+    key = bank_key(backbone.weights_hash, name, pre.id, Amp(device, preset.gcl.amp).describe(), len(images))
+    return query_bank(backbone.model, images, pre, key, device=device, amp=preset.gcl.amp, data_home=data_home)
 
 
 def run_one(preset: Preset, learner: str, backbone: Backbone, seed: int, *, alignment: str = "none",

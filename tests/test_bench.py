@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from mepo_lab.bench import format_report, run_benchmarks
 
 
@@ -35,3 +37,9 @@ def test_grid_benchmark_times_both_ways_and_measures_their_agreement(smoke_prese
     assert grid["note"].endswith("largest accuracy difference between the two 0")  # batched = sequential
     assert [r["name"].rsplit(", ", 1)[1] for r in explorer] == ["none)", "official)", "corrected)"]
     assert all(r["unit"] == "s" and r["measured"] > 0 for r in explorer)
+
+
+def test_passes_benchmark_counts_a_real_run_both_ways(smoke_preset):
+    banked, wall = run_benchmarks(smoke_preset, only=["passes"])
+    assert banked["unit"] == "x" and banked["measured"] == pytest.approx(0.5, abs=0.01) and banked["met"]
+    assert "image passes" in banked["note"] and wall["measured"] > 0

@@ -1,23 +1,24 @@
 """``mepo-lab bench``: the speed and quality targets, measured in one run, reported as ratios.
 
 ``report`` (rows and the table), ``core`` (streams, world, feature-cached runs, pretraining and probing,
-refinement, live panels, the batched grid, quickstart) and ``learners`` (image-learner throughput, augmentation cost, the GPU path).
+refinement, live panels, the batched grid, quickstart) and ``learners`` (image-learner throughput, backbone passes
+of a prompt learner's run, augmentation cost, the GPU path).
 """
 from __future__ import annotations
 
 from mepo_lab import paths
-from mepo_lab.bench.core import (bench_backbone, bench_gcl, bench_grid, bench_quickstart, bench_refine,
-                                 bench_stream, bench_widgets, bench_world)
-from mepo_lab.bench.learners import bench_augment, bench_gpu, bench_learners
+from mepo_lab.bench.core import (bench_backbone, bench_gcl, bench_grid, bench_quickstart, bench_refine, bench_stream,
+                                 bench_widgets, bench_world)
+from mepo_lab.bench.learners import bench_augment, bench_gpu, bench_learners, bench_passes
 from mepo_lab.bench.report import format_report
 from mepo_lab.config import Preset
 
 __all__ = ["BENCHMARKS", "DEFAULT", "format_report", "run_benchmarks"]
 
 BENCHMARKS = {"stream": bench_stream, "world": bench_world, "gcl": bench_gcl, "backbone": bench_backbone,
-              "refine": bench_refine, "learners": bench_learners, "augment": bench_augment, "gpu": bench_gpu,
-              "widgets": bench_widgets, "grid": bench_grid, "quickstart": bench_quickstart}
-DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "augment", "widgets", "gpu")
+              "refine": bench_refine, "learners": bench_learners, "passes": bench_passes, "augment": bench_augment,
+              "gpu": bench_gpu, "widgets": bench_widgets, "grid": bench_grid, "quickstart": bench_quickstart}
+DEFAULT = ("stream", "world", "gcl", "backbone", "refine", "learners", "passes", "augment", "widgets", "gpu")
 
 
 def run_benchmarks(preset: Preset, only: list[str] | None = None, data_home=None, out=None) -> list[dict]:

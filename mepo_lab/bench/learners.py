@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from mepo_lab.bench.report import row
@@ -78,6 +79,50 @@ def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
         rows.append(row(f"{name} training throughput (micro ViT)", observe, float("nan"), "img/s", False,
                          f"bare forward+backward {bare:.0f} img/s: {bare / observe:.2f}x the time"))
     return rows
+
+
+def bench_passes(preset: Preset, data_home=None, **_) -> list[dict]:
+    """A real, scaled-down DualPrompt run on the micro ViT (2,000-sample Si-Blurry stream, 500 test images,
+    evaluation every 200 samples), once recomputing every evaluation query as the reference does and once with
+    the test set's queries from a bank: the backbone passes of each (``meta["passes"]``) and their wall times."""
+    import copy
+    import tempfile
+
+    from mepo_lab.config import GCLConfig
+    from mepo_lab.data.normalization import WORLD_PREPROCESS
+    from mepo_lab.learners import make_learner
+    from mepo_lab.learners.queries import query_bank
+    from mepo_lab.protocols.online import run_gcl
+    from mepo_lab.protocols.streams import si_blurry
+
+    device, _, _, vit = _micro_setup(preset)
+    size, gen = preset.world.image_size, torch.Generator().manual_seed(2)
+    train = torch.randint(0, 256, (2000, 3, size, size), dtype=torch.uint8, generator=gen)
+    test = torch.randint(0, 256, (500, 3, size, size), dtype=torch.uint8, generator=gen)
+    ytr, yte = np.repeat(np.arange(20), 100), np.repeat(np.arange(20), 25)
+    stream, cfg = si_blurry(ytr, n_tasks=5, n=50, m=10, seed=1), GCLConfig(eval_period=200)
+
+    def one(**kwargs) -> tuple[dict, float]:
+        learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), **kwargs)
+        start = time.perf_counter()
+        res = run_gcl(learner, train, test, yte, stream, cfg, device=device, progress=False)
+        return res.meta["passes"], time.perf_counter() - start
+
+    fresh, fresh_s = one(query_cache=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        bank = query_bank(vit, test, WORLD_PREPROCESS, "bench", device=device, data_home=tmp)
+        bank_s = time.perf_counter() - start
+        banked, banked_s = one(query_bank=bank)
+    def evals(p: dict) -> int:
+        return p["eval_query"] + p["eval_forward"]
+
+    return [row("DualPrompt evaluation forwards per run: queries from the bank / recomputed (micro ViT, CPU)",
+                evals(banked) / evals(fresh), 0.5, "x", True,
+                f"{evals(banked):,} vs {evals(fresh):,} image passes; training {banked['train_forward']:,} prompted "
+                f"+ {banked['train_query']:,} query forwards, {banked['train_backward']:,} backwards"),
+            row("same runs: wall time with the bank / recomputed", banked_s / fresh_s, float("nan"), "x", False,
+                f"{banked_s:.1f} s vs {fresh_s:.1f} s; building the bank (once per backbone) {bank_s:.2f} s")]
 
 
 def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:

@@ -11,6 +11,8 @@ from mepo_lab.protocols.learner import MASKS, Learner, StepContext, logit_mask
 LEARNERS = {"linear": LinearLearner, "ncm": NCMLearner, "finetune": FinetuneLearner, "l2p": L2PLearner,
             "dualprompt": DualPromptLearner, "misa": MISALearner}
 IMAGE_LEARNERS = tuple(name for name, cls in LEARNERS.items() if cls.input_kind == "images")
+#: The learners that pick prompts with the frozen backbone's query (they take ``query_bank=``).
+PROMPT_LEARNERS = ("l2p", "dualprompt", "misa")
 
 
 def make_learner(name: str, **kwargs) -> Learner:
@@ -20,5 +22,5 @@ def make_learner(name: str, **kwargs) -> Learner:
     return LEARNERS[name](**kwargs)
 
 
-__all__ = ["LEARNERS", "IMAGE_LEARNERS", "MASKS", "Learner", "StepContext", "logit_mask", "make_learner",
+__all__ = ["LEARNERS", "IMAGE_LEARNERS", "PROMPT_LEARNERS", "MASKS", "Learner", "StepContext", "logit_mask", "make_learner",
            "LinearLearner", "NCMLearner", "FinetuneLearner", "L2PLearner", "DualPromptLearner", "MISALearner"]

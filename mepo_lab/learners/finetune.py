@@ -19,6 +19,7 @@ from mepo_lab.backbones.base import cls_features
 from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
+from mepo_lab.learners.queries import PASSES
 from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
 
 
@@ -34,6 +35,7 @@ class FinetuneLearner(Learner):
         self.source, self.head_lr, self.backbone_lr, self.transform = backbone, head_lr, backbone_lr, transform
         self.pre, self.use_amp = preprocess, amp
         self.augment = OnlineAugment("flip", "sample") if augment is None else augment
+        self.passes = dict.fromkeys(PASSES, 0)  # backbone passes by purpose, in images (no query pass here)
 
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
         self.n_classes, self.device = n_classes, device
@@ -55,21 +57,25 @@ class FinetuneLearner(Learner):
             z = self.head(self.train_features(feat, update=i == 0))  # each sample enters running statistics once
             loss = F.cross_entropy(z if mask is None else z + mask, y)
             self.amp.step(loss, self.opt)
+            self.passes["train_forward"] += len(x)
+            self.passes["train_backward"] += len(x)
         return {"loss": loss.detach()}
 
     def state_dict(self) -> dict:
         return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
-                "transform": self._transform_state()}
+                "transform": self._transform_state(), "passes": dict(self.passes)}
 
     def load_state_dict(self, state: dict) -> None:
         self.backbone.load_state_dict(state["backbone"])
         self.head.load_state_dict(state["head"])
         self.opt.load_state_dict(state["opt"])
         self._load_transform_state(state.get("transform", {}))
+        self.passes = dict.fromkeys(PASSES, 0) | state.get("passes", {})
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.backbone.eval()
+        self.passes["eval_forward"] += len(x)
         with self.amp.autocast():
             feat = cls_features(self.backbone, self.pre(x.to(self.device))).float()
         return self.head(self.eval_features(feat))

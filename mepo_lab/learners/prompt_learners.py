@@ -19,6 +19,7 @@ when off) — applied to the prompted feature right before the classifier, never
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +29,7 @@ from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
 from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
+from mepo_lab.learners.queries import PASSES, QueryCache
 from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
 
 
@@ -40,10 +42,14 @@ class PromptLearner(Learner):
 
     def __init__(self, backbone: nn.Module, lr: float = 5e-3, transform: FeatureTransform | None = None,
                  lambd: float = 1.0, preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True,
-                 augment: OnlineAugment | None = None) -> None:
+                 augment: OnlineAugment | None = None, query_bank: torch.Tensor | None = None,
+                 query_cache: bool = True) -> None:
         self.vit, self.lr, self.transform, self.lambd = backbone, lr, transform, lambd
         self.pre, self.use_amp, self.task = preprocess, amp, 0
         self.augment = OnlineAugment("flip", "sample") if augment is None else augment
+        # evaluation queries: the frozen backbone's CLS feature of each test image never changes during a run
+        self.query_bank, self.query_cache = query_bank, query_cache
+        self.passes = dict.fromkeys(PASSES, 0)
 
     def build_prompts(self, dim: int) -> nn.Module:
         raise NotImplementedError
@@ -61,17 +67,23 @@ class PromptLearner(Learner):
         self.prompts = self.build_prompts(dim).to(device)
         self.head = nn.Linear(dim, n_classes).to(device)
         params = list(self.head.parameters()) + [p for p in self.prompts.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=self.lr)
+        self.opt = torch.optim.Adam(params, lr=self.lr, fused=device.type == "cuda" or None)  # CPU: as before
         self.amp = Amp(device, self.use_amp)
+        self.queries = QueryCache(self.query_bank, device) if self.query_cache or self.query_bank is not None else None
 
     def begin_task(self, task: int) -> None:
         """DualPrompt/MISA restrict key matching to the current task's slot while training."""
         self.task = task
 
-    def _forward(self, x: torch.Tensor, training: bool, update: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's CLS feature of a normalised batch (no gradient)."""
+        with self.amp.autocast(), torch.no_grad():
+            return cls_features(self.vit, x)
+
+    def _forward(self, x: torch.Tensor, training: bool, update: bool = False,
+                 query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        query = self._query(x) if query is None else query
         with self.amp.autocast():
-            with torch.no_grad():
-                query = cls_features(self.vit, x)
             feat, dist = self.prompted(x, query, training)
         feat = self.train_features(feat.float(), update) if training else self.eval_features(feat.float())
         return self.head(feat), dist.float()
@@ -84,15 +96,32 @@ class PromptLearner(Learner):
             z, dist = self._forward(self.pre(x, self.augment), training=True, update=i == 0)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
             self.amp.step(loss, self.opt)
+            self._count(train_query=len(x), train_forward=len(x), train_backward=len(x))
         return {"loss": loss.detach()}
+
+    def _count(self, **passes: int) -> None:
+        for key, n in passes.items():
+            self.passes[key] += int(n)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of test images, the query computed afresh (what :meth:`eval_logits` caches)."""
+        self._count(eval_query=len(x), eval_forward=len(x))
         return self._forward(self.pre(x.to(self.device)), training=False)[0]
+
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Scores of the test set's rows ``rows``: queries from the bank, or computed once per test image per run."""
+        if self.queries is None:
+            return self.logits(x)
+        x = self.pre(x.to(self.device))
+        query, computed = self.queries.get(rows, x, self._query)
+        self._count(eval_query=computed, eval_forward=len(x))
+        return self._forward(x, training=False, query=query)[0]
 
     def state_dict(self) -> dict:
         return {"prompts": self.prompts.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
-                "task": self.task, "transform": self._transform_state()}
+                "task": self.task, "transform": self._transform_state(), "passes": dict(self.passes)}
 
     def load_state_dict(self, state: dict) -> None:
         self.prompts.load_state_dict(state["prompts"])
@@ -100,6 +129,7 @@ class PromptLearner(Learner):
         self.opt.load_state_dict(state["opt"])
         self.task = state["task"]
         self._load_transform_state(state["transform"])
+        self.passes = dict.fromkeys(PASSES, 0) | state.get("passes", {})
 
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 MASKS = ("seen", "batch", "none")
@@ -70,6 +71,11 @@ class Learner(ABC):
     @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(B, n_classes)`` for evaluation (argmax = prediction)."""
+
+    def eval_logits(self, x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Scores of test images ``x``, the test set's rows ``rows``: :meth:`logits` unless the learner reuses
+        work per test image (the prompt learners' frozen query features)."""
+        return self.logits(x)
 
     def begin_task(self, task: int) -> None:
         """Called by the runner when task ``task`` starts (most learners ignore it)."""

@@ -101,9 +101,10 @@ def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposur
     if learner.input_kind == "features" and learner.batch_independent:
         chunk = max(chunk, 16384)
     preds = []
-    chunks = prefetch(lambda s: rows(test_x, keep[s:s + chunk]), range(0, len(keep), chunk), device)
-    for x in chunks:
-        z = learner.logits(x)
+    starts = range(0, len(keep), chunk)
+    chunks = prefetch(lambda s: rows(test_x, keep[s:s + chunk]), starts, device)
+    for s, x in zip(starts, chunks):
+        z = learner.eval_logits(x, keep[s:s + chunk])
         preds.append((z if mask is None else z + mask).argmax(1).cpu())
     return accuracies(torch.cat(preds).numpy(), y, n_classes)
 
@@ -249,6 +250,8 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     # A stream shorter than one eval period has no anytime point: A_auc is then undefined (NaN).
     res.metrics = metrics.summarize(res.anytime_acc or [float("nan")], res.task_end_acc, np.asarray(res.class_acc))
     res.finished, res.wall_seconds = True, elapsed + time.perf_counter() - start
+    if getattr(learner, "passes", None) is not None:  # backbone passes by purpose (image learners)
+        res.meta = res.meta | {"passes": dict(learner.passes)}
     if out_path is not None:
         res.save(out_path)
         ckpt.unlink(missing_ok=True)
