@@ -43,3 +43,17 @@ def test_passes_benchmark_counts_a_real_run_both_ways(smoke_preset):
     banked, wall = run_benchmarks(smoke_preset, only=["passes"])
     assert banked["unit"] == "x" and banked["measured"] == pytest.approx(0.5, abs=0.01) and banked["met"]
     assert "image passes" in banked["note"] and wall["measured"] > 0
+
+
+def test_gpu_rows_measure_a_real_run_on_the_cpu(smoke_preset):
+    """The GPU bench's full-run measurement, run here on the CPU with the smoke micro ViT and a tiny stream."""
+    import torch
+
+    from mepo_lab.backbones.micro_vit import create_micro_vit
+    from mepo_lab.bench.learners import gpu_rows
+
+    vit = create_micro_vit(smoke_preset.vit, smoke_preset.world.image_size, seed=0)
+    run, rate, evals, memory, share = gpu_rows(vit, torch.device("cpu"), (10, 20, 5), size=32)
+    assert run["unit"] == "s" and run["target"] == 90.0 and 0 < run["measured"] < 90
+    assert rate["measured"] > 0 and evals["measured"] == pytest.approx(0.5, abs=0.01)
+    assert math.isnan(memory["measured"]) and math.isnan(share["measured"])  # no GPU: not measured, not made up

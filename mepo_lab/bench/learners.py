@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from mepo_lab.bench.report import row
@@ -82,47 +81,26 @@ def bench_learners(preset: Preset, data_home=None, **_) -> list[dict]:
 
 
 def bench_passes(preset: Preset, data_home=None, **_) -> list[dict]:
-    """A real, scaled-down DualPrompt run on the micro ViT (2,000-sample Si-Blurry stream, 500 test images,
-    evaluation every 200 samples), once recomputing every evaluation query as the reference does and once with
-    the test set's queries from a bank: the backbone passes of each (``meta["passes"]``) and their wall times."""
-    import copy
-    import tempfile
-
+    """The GPU run's measurement (:mod:`mepo_lab.bench.real_run`), scaled down to the CPU: DualPrompt on the micro
+    ViT over a 2,000-sample Si-Blurry stream, 500 test images, evaluation every 200 samples; once recomputing
+    every evaluation query as the reference does, once with the test set's query bank."""
     from mepo_lab.config import GCLConfig
     from mepo_lab.data.normalization import WORLD_PREPROCESS
-    from mepo_lab.learners import make_learner
-    from mepo_lab.learners.queries import query_bank
-    from mepo_lab.protocols.online import run_gcl
-    from mepo_lab.protocols.streams import si_blurry
+    from mepo_lab.bench.real_run import evaluation_passes, fake_dataset, real_run
 
     device, _, _, vit = _micro_setup(preset)
-    size, gen = preset.world.image_size, torch.Generator().manual_seed(2)
-    train = torch.randint(0, 256, (2000, 3, size, size), dtype=torch.uint8, generator=gen)
-    test = torch.randint(0, 256, (500, 3, size, size), dtype=torch.uint8, generator=gen)
-    ytr, yte = np.repeat(np.arange(20), 100), np.repeat(np.arange(20), 25)
-    stream, cfg = si_blurry(ytr, n_tasks=5, n=50, m=10, seed=1), GCLConfig(eval_period=200)
-
-    def one(**kwargs) -> tuple[dict, float]:
-        learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), **kwargs)
-        start = time.perf_counter()
-        res = run_gcl(learner, train, test, yte, stream, cfg, device=device, progress=False)
-        return res.meta["passes"], time.perf_counter() - start
-
-    fresh, fresh_s = one(query_cache=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        bank = query_bank(vit, test, WORLD_PREPROCESS, "bench", device=device, data_home=tmp)
-        bank_s = time.perf_counter() - start
-        banked, banked_s = one(query_bank=bank)
-    def evals(p: dict) -> int:
-        return p["eval_query"] + p["eval_forward"]
-
+    data, cfg = fake_dataset(20, 100, 25, preset.world.image_size, seed=2), GCLConfig(eval_period=200)
+    fresh = real_run("dualprompt", vit, data, cfg, device, preprocess=WORLD_PREPROCESS, bank=False)
+    banked = real_run("dualprompt", vit, data, cfg, device, preprocess=WORLD_PREPROCESS, bank=True)
+    ours, theirs, p = evaluation_passes(banked["passes"]), evaluation_passes(fresh["passes"]), banked["passes"]
     return [row("DualPrompt evaluation forwards per run: queries from the bank / recomputed (micro ViT, CPU)",
-                evals(banked) / evals(fresh), 0.5, "x", True,
-                f"{evals(banked):,} vs {evals(fresh):,} image passes; training {banked['train_forward']:,} prompted "
-                f"+ {banked['train_query']:,} query forwards, {banked['train_backward']:,} backwards"),
-            row("same runs: wall time with the bank / recomputed", banked_s / fresh_s, float("nan"), "x", False,
-                f"{banked_s:.1f} s vs {fresh_s:.1f} s; building the bank (once per backbone) {bank_s:.2f} s")]
+                ours / theirs, 0.5, "x", True,
+                f"{ours:,} vs {theirs:,} image passes; training {p['train_forward']:,} prompted "
+                f"+ {p['train_query']:,} query forwards, {p['train_backward']:,} backwards"),
+            row("same runs: wall time with the bank / recomputed", banked["wall"] / fresh["wall"], float("nan"), "x",
+                False, f"{banked['wall']:.1f} s vs {fresh['wall']:.1f} s; evaluation share "
+                f"{banked['eval_seconds'] / banked['wall']:.0%} vs {fresh['eval_seconds'] / fresh['wall']:.0%}; "
+                f"building the bank (once per backbone) {banked['bank_seconds']:.2f} s")]
 
 
 def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
@@ -146,33 +124,40 @@ def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
 
 
 def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
-    """ViT-B/16 at 224 px on a GPU (random weights, synthetic images): DualPrompt throughput, peak memory,
-    and the projected time of a full CIFAR-100 run (50,000 samples x 3 iterations + 50 evaluations)."""
-    import copy
-
+    """Issue 10's run on a GPU: DualPrompt over the full fake CIFAR-100 Si-Blurry stream (50,000 + 10,000 random
+    images, 100 classes), ViT-B/16 at 224 px (random weights), the protocol's augmentation, evaluation every 1,000
+    samples, queries from the test set's bank; wall time, training rate, evaluation share, peak memory and the
+    share of the bf16 peak (:mod:`mepo_lab.bench.real_run`)."""
     import timm
-
-    from mepo_lab.data.normalization import Preprocess
-    from mepo_lab.data.online_augment import OnlineAugment
-    from mepo_lab.learners import make_learner
 
     if not torch.cuda.is_available():
         return [row("GPU benchmark (ViT-B/16, 224 px)", float("nan"), float("nan"), "", False,
                      "skipped: no CUDA device on this machine")]
-    device = torch.device("cuda")
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 100, (256,))
-    torch.cuda.reset_peak_memory_stats()
-    learner = make_learner("dualprompt", backbone=copy.deepcopy(vit), preprocess=Preprocess(size=224),
-                           augment=OnlineAugment("protocol", "batch", "cifar10"))
-    observe, bare = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=10)
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    eval_s = 50 * 5000 * 2 / (3 * observe)  # ~5k exposed test images on average, two forwards, no backward
-    projected = 50_000 * 3 / observe + eval_s
-    return [row("DualPrompt training throughput, ViT-B/16 224 px", observe, float("nan"), "img/s", False,
-                 f"bare forward+backward {bare:.0f} img/s; precision {learner.amp.describe()}; "
-                 f"augment {learner.augment.id}"),
-            row("peak GPU memory", peak, float("nan"), "GiB", False),
-            row("projected full CIFAR-100 run (one seed)", projected / 60, float("nan"), "min", False,
-                 "training 50,000 x 3 iterations + ~50 anytime evaluations")]
+    return gpu_rows(vit, torch.device("cuda"), (100, 500, 100), size=224)
+
+
+def gpu_rows(vit: torch.nn.Module, device: torch.device, sizes: tuple[int, int, int], size: int) -> list[dict]:
+    """The rows of :func:`bench_gpu` for ``vit`` on ``device`` and a fake dataset of ``sizes`` (classes, train and
+    test images per class) at ``size`` px (tests call it on the CPU with the micro ViT)."""
+    from mepo_lab.bench.real_run import evaluation_passes, fake_dataset, forward_flops, peak_fraction, real_run
+    from mepo_lab.config import GCLConfig
+    from mepo_lab.data.normalization import Preprocess
+    from mepo_lab.data.online_augment import OnlineAugment
+
+    pre = Preprocess(size=size)
+    data = fake_dataset(*sizes, seed=3)
+    run = real_run("dualprompt", vit.to(device), data, GCLConfig(), device, preprocess=pre,
+                   augment=OnlineAugment("protocol", "batch", "cifar10"))
+    p, train_s = run["passes"], run["wall"] - run["eval_seconds"]
+    fraction = peak_fraction(run, forward_flops(vit, pre, 32), device)
+    return [row(f"DualPrompt full fake CIFAR-100 run, ViT-B/16 {size} px ({device.type})", run["wall"], 90.0, "s",
+                True, f"evaluation {run['eval_seconds'] / run['wall']:.0%} of it; query bank "
+                f"{run['bank_seconds']:.1f} s once per backbone"),
+            row("training rate of that run (prompted forward + backward + query)", p["train_forward"] / train_s,
+                float("nan"), "img/s", False, f"{p['train_forward']:,} images x passes in {train_s:.1f} s"),
+            row("evaluation passes of that run / recomputing every query", evaluation_passes(p) / (2 * p["eval_forward"]),
+                0.5, "x", True, f"{evaluation_passes(p):,} image passes"),
+            row("peak GPU memory", run["peak_gib"], float("nan"), "GiB", False),
+            row("share of the bf16 peak reached", fraction, float("nan"), "", False,
+                "backbone passes x FLOPs per forward (backward = 2 forwards) / wall time / data-sheet peak")]
