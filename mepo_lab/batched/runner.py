@@ -110,6 +110,10 @@ class _Program:
                  max_eval_elements: int) -> None:
         self.jobs, self.results, self.cfg, self.device = jobs, results, cfg, device
         self.plans = [plan_for(j.stream, cfg) for j in jobs]
+        self.due: dict[int, list[tuple[int, Event]]] = {}  # step -> every run's evaluations after it
+        for r, plan in enumerate(self.plans):
+            for k, events in plan.events.items():
+                self.due.setdefault(k, []).extend((r, e) for e in events)
         self.n_classes, self.max_eval = jobs[0].stream.n_classes, max_eval_elements
         self.heads = make_heads([j.learner for j in jobs])
         self.align = BatchedAlignment([getattr(j.learner, "transform", None) for j in jobs],
@@ -160,7 +164,7 @@ class _Program:
 
     def events(self, k: int) -> None:
         """Evaluate the runs whose schedule has evaluations after step ``k``, anytime ones first."""
-        due = [(r, e) for r, plan in enumerate(self.plans) for e in plan.events.get(k, ())]
+        due = self.due.get(k, ())
         for kind in ("anytime", "task"):
             todo = [(r, e) for r, e in due if e.kind == kind]
             if todo:

@@ -25,9 +25,6 @@ from mepo_lab.mepo.whitening import (
     ridge_cholesky,
 )
 
-MODES = ("none", "official", "corrected")
-
-
 def _mode(transform) -> str:
     if transform is None:
         return "none"

@@ -50,7 +50,7 @@ class QueryCache:
         n = int(missing.sum())
         if n:
             fresh = compute(x[missing])
-            if self.values is None or self.values.dtype != fresh.dtype:
+            if self.values is None:  # the first queries fix the width and dtype (fp32, or the autocast dtype)
                 self.values = torch.zeros(len(self.have), fresh.shape[1], dtype=fresh.dtype, device=self.device)
             self.values[index[missing]] = fresh
             self.have[index[missing]] = True
