@@ -75,6 +75,11 @@ class StreamConfig:
     stochastic: bool = True
 
 
+#: ``GCLConfig.compile`` / ``compile_mode`` choices (:mod:`mepo_lab.learners.compiled`).
+COMPILE = ("auto", "on", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class GCLConfig:
     """Online GCL protocol (``docs/reference/si_blurry.md#training``, ``#evaluation``, ``#masks``)."""
@@ -91,6 +96,13 @@ class GCLConfig:
     augment: str = "protocol"  # image learners: protocol (crop pad 4 + flip + AutoAugment) | flip | none
     augment_draws: str = "batch"  # batch (official: one draw shared by the batch) | sample (corrected)
     augment_policy: str = "auto"  # AutoAugment: auto (by dataset; none on the synthetic world) | cifar10 | imagenet | none
+    # speed only (issue 10; mepo_lab.learners.compiled, mepo_lab.protocols.eval_batch):
+    compile: str = "auto"  # prompt learners' backbone passes: auto (torch.compile on CUDA only) | on | off
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...
+    eval_batch_auto: bool = True  # on a GPU, batch-independent image learners size evaluation batches from free memory
+
+    def __post_init__(self) -> None:
+        check_choices(self, {"compile": COMPILE, "compile_mode": COMPILE_MODES})
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
 """``mepo-lab bench``: the speed and quality targets, measured in one run, reported as ratios.
 
 ``report`` (rows and the table), ``core`` (streams, world, feature-cached runs, pretraining and probing,
-refinement, live panels, the batched grid, quickstart) and ``learners`` (image-learner throughput, backbone passes
-of a prompt learner's run, augmentation cost, the GPU path).
+refinement, live panels, the batched grid, quickstart), ``learners`` (image-learner throughput, backbone passes
+of a prompt learner's run, augmentation cost) and ``gpu`` (issue 10: compiled against eager training steps, full
+DualPrompt and MISA runs on fake CIFAR-100).
 """
 from __future__ import annotations
 
 from mepo_lab import paths
 from mepo_lab.bench.core import (bench_backbone, bench_gcl, bench_grid, bench_quickstart, bench_refine, bench_stream,
                                  bench_widgets, bench_world)
-from mepo_lab.bench.learners import bench_augment, bench_gpu, bench_learners, bench_passes
+from mepo_lab.bench.gpu import bench_gpu
+from mepo_lab.bench.learners import bench_augment, bench_learners, bench_passes
 from mepo_lab.bench.report import format_report
 from mepo_lab.config import Preset
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the image learners: throughput against bare forward+backward, and the GPU path.
+"""Benchmarks of the image learners: throughput against bare forward+backward, backbone passes, augmentation.
 
 Part of ``mepo-lab bench`` (:mod:`mepo_lab.bench`); each function returns report rows
 (:func:`mepo_lab.bench.report.row`).
@@ -121,43 +121,3 @@ def bench_augment(preset: Preset, data_home=None, **_) -> list[dict]:
         speed[label] = _learner_throughput(learner, copy.deepcopy(vit), images, labels, device, steps=6)[0]
     return [row(f"finetune throughput, augment {label} (micro ViT)", v, float("nan"), "img/s", False,
                  f"{speed['none'] / v:.2f}x the time of no augmentation") for label, v in speed.items()]
-
-
-def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
-    """Issue 10's run on a GPU: DualPrompt over the full fake CIFAR-100 Si-Blurry stream (50,000 + 10,000 random
-    images, 100 classes), ViT-B/16 at 224 px (random weights), the protocol's augmentation, evaluation every 1,000
-    samples, queries from the test set's bank; wall time, training rate, evaluation share, peak memory and the
-    share of the bf16 peak (:mod:`mepo_lab.bench.real_run`)."""
-    import timm
-
-    if not torch.cuda.is_available():
-        return [row("GPU benchmark (ViT-B/16, 224 px)", float("nan"), float("nan"), "", False,
-                     "skipped: no CUDA device on this machine")]
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    return gpu_rows(vit, torch.device("cuda"), (100, 500, 100), size=224)
-
-
-def gpu_rows(vit: torch.nn.Module, device: torch.device, sizes: tuple[int, int, int], size: int) -> list[dict]:
-    """The rows of :func:`bench_gpu` for ``vit`` on ``device`` and a fake dataset of ``sizes`` (classes, train and
-    test images per class) at ``size`` px (tests call it on the CPU with the micro ViT)."""
-    from mepo_lab.bench.real_run import evaluation_passes, fake_dataset, forward_flops, peak_fraction, real_run
-    from mepo_lab.config import GCLConfig
-    from mepo_lab.data.normalization import Preprocess
-    from mepo_lab.data.online_augment import OnlineAugment
-
-    pre = Preprocess(size=size)
-    data = fake_dataset(*sizes, seed=3)
-    run = real_run("dualprompt", vit.to(device), data, GCLConfig(), device, preprocess=pre,
-                   augment=OnlineAugment("protocol", "batch", "cifar10"))
-    p, train_s = run["passes"], run["wall"] - run["eval_seconds"]
-    fraction = peak_fraction(run, forward_flops(vit, pre, 32), device)
-    return [row(f"DualPrompt full fake CIFAR-100 run, ViT-B/16 {size} px ({device.type})", run["wall"], 90.0, "s",
-                True, f"evaluation {run['eval_seconds'] / run['wall']:.0%} of it; query bank "
-                f"{run['bank_seconds']:.1f} s once per backbone"),
-            row("training rate of that run (prompted forward + backward + query)", p["train_forward"] / train_s,
-                float("nan"), "img/s", False, f"{p['train_forward']:,} images x passes in {train_s:.1f} s"),
-            row("evaluation passes of that run / recomputing every query", evaluation_passes(p) / (2 * p["eval_forward"]),
-                0.5, "x", True, f"{evaluation_passes(p):,} image passes"),
-            row("peak GPU memory", run["peak_gib"], float("nan"), "GiB", False),
-            row("share of the bf16 peak reached", fraction, float("nan"), "", False,
-                "backbone passes x FLOPs per forward (backward = 2 forwards) / wall time / data-sheet peak")]

@@ -45,12 +45,13 @@ def _sync(device: torch.device) -> None:
 
 
 def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device | str, *, preprocess, augment=None,
-             bank: bool = True, amp: bool = True) -> dict:
+             bank: bool = True, amp: bool = True, **learner_kwargs) -> dict:
     """One run of ``learner`` over a Si-Blurry stream (5 tasks, N 50, M 10, seed 1) of ``data``; its measurements.
 
     ``bank``: evaluation queries from a test-set bank (built first, timed apart) instead of recomputed at every
-    evaluation. Returns ``wall``, ``eval_seconds``, ``bank_seconds``, ``passes``, ``peak_gib`` (NaN on a CPU),
-    ``metrics``.
+    evaluation; ``learner_kwargs`` go to the learner (``compile``, ``prompts``). Returns ``wall``, ``eval_seconds``,
+    ``bank_seconds``, ``passes``, ``peak_gib`` (NaN on a CPU), ``metrics`` and ``compile_failure`` (``None`` unless
+    a compiled pass fell back to eager).
     """
     from mepo_lab.learners import make_learner
     from mepo_lab.learners.queries import query_bank
@@ -60,7 +61,7 @@ def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device
     device = torch.device(device)
     train, ytr, test, yte = data
     stream = si_blurry(ytr, n_tasks=5, n=50, m=10, seed=1)
-    kwargs, bank_s = {"preprocess": preprocess, "amp": amp, "query_cache": bank}, 0.0
+    kwargs, bank_s = {"preprocess": preprocess, "amp": amp, "query_cache": bank, **learner_kwargs}, 0.0
     if augment is not None:
         kwargs["augment"] = augment
     if bank:
@@ -89,8 +90,10 @@ def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device
     _sync(device)
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else math.nan
+    failure = next((p.failure for p in (getattr(model, "prompted_pass", None), getattr(model, "query_pass", None))
+                    if p is not None and p.failure), None)
     return {"wall": wall, "eval_seconds": spent[0], "bank_seconds": bank_s, "passes": res.meta["passes"],
-            "peak_gib": peak, "metrics": res.metrics}
+            "peak_gib": peak, "metrics": res.metrics, "compile_failure": failure}
 
 
 def peak_fraction(run: dict, flops_per_forward: float, device: torch.device | str) -> float:

@@ -151,6 +151,9 @@ def run_on_images(preset: Preset, learner: str, backbone: Backbone, seed: int, *
     learner_kwargs.setdefault("amp", preset.gcl.amp)
     g = preset.gcl
     learner_kwargs.setdefault("augment", online_augment_for(dataset, g.augment, g.augment_draws, g.augment_policy))
+    if learner in PROMPT_LEARNERS:  # torch.compile of the backbone passes (CUDA only under "auto")
+        learner_kwargs.setdefault("compile", g.compile)
+        learner_kwargs.setdefault("compile_mode", g.compile_mode)
     if learner == "finetune":
         learner_kwargs.setdefault("backbone_lr", preset.gcl.finetune_backbone_lr)
         learner_kwargs.setdefault("head_lr", preset.gcl.lr)

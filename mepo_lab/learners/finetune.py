@@ -37,6 +37,10 @@ class FinetuneLearner(Learner):
         self.augment = OnlineAugment("flip", "sample") if augment is None else augment
         self.passes = dict.fromkeys(PASSES, 0)  # backbone passes by purpose, in images (no query pass here)
 
+    @property
+    def eval_backbone(self) -> torch.nn.Module | None:
+        return getattr(self, "backbone", None)
+
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
         self.n_classes, self.device = n_classes, device
         self.backbone = copy.deepcopy(self.source).to(device).train()

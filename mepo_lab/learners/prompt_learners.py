@@ -28,6 +28,7 @@ from mepo_lab.backbones.base import cls_features
 from mepo_lab.data.normalization import WORLD_PREPROCESS, Preprocess
 from mepo_lab.data.online_augment import OnlineAugment
 from mepo_lab.device import Amp
+from mepo_lab.learners.compiled import CompiledPass, check_compile, compile_wanted
 from mepo_lab.learners.prompting import PromptPool, l2p_forward, prompt_tuning_forward
 from mepo_lab.learners.queries import PASSES, QueryCache
 from mepo_lab.protocols.learner import FeatureTransform, Learner, StepContext, logit_mask
@@ -43,7 +44,9 @@ class PromptLearner(Learner):
     def __init__(self, backbone: nn.Module, lr: float = 5e-3, transform: FeatureTransform | None = None,
                  lambd: float = 1.0, preprocess: Preprocess = WORLD_PREPROCESS, amp: bool = True,
                  augment: OnlineAugment | None = None, query_bank: torch.Tensor | None = None,
-                 query_cache: bool = True) -> None:
+                 query_cache: bool = True, compile: str = "auto", compile_mode: str = "default") -> None:
+        check_compile(compile, compile_mode)
+        self.compile, self.compile_mode = compile, compile_mode  # mepo_lab.learners.compiled
         self.vit, self.lr, self.transform, self.lambd = backbone, lr, transform, lambd
         self.pre, self.use_amp, self.task = preprocess, amp, 0
         self.augment = OnlineAugment("flip", "sample") if augment is None else augment
@@ -51,12 +54,20 @@ class PromptLearner(Learner):
         self.query_bank, self.query_cache = query_bank, query_cache
         self.passes = dict.fromkeys(PASSES, 0)
 
+    @property
+    def eval_backbone(self) -> nn.Module:
+        return self.vit
+
     def build_prompts(self, dim: int) -> nn.Module:
         raise NotImplementedError
 
     def prompted(self, x: torch.Tensor, query: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompted feature, key-matching distance ``1 − cos(q, k)``) for a normalised batch."""
         raise NotImplementedError
+
+    #: The prompted backbone pass ``fn(vit, x, prompts)`` (compiled on a GPU, see :meth:`setup`).
+    backbone_pass = staticmethod(prompt_tuning_forward)
+    compile_backend = "inductor"  # torch.compile's backend when compiling (tests use "aot_eager")
 
     def setup(self, n_classes: int, in_dim: int, device: torch.device) -> None:
         self.n_classes, self.device = n_classes, device
@@ -69,6 +80,10 @@ class PromptLearner(Learner):
         params = list(self.head.parameters()) + [p for p in self.prompts.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=self.lr, fused=device.type == "cuda" or None)  # CPU: as before
         self.amp = Amp(device, self.use_amp)
+        on = compile_wanted(self.compile, device)
+        opts = {"enabled": on, "mode": self.compile_mode, "backend": self.compile_backend}
+        self.query_pass = CompiledPass(cls_features, name="query", **opts)
+        self.prompted_pass = CompiledPass(self.backbone_pass, name="prompted", **opts)
         self.queries = QueryCache(self.query_bank, device) if self.query_cache or self.query_bank is not None else None
 
     def begin_task(self, task: int) -> None:
@@ -78,7 +93,7 @@ class PromptLearner(Learner):
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen backbone's CLS feature of a normalised batch (no gradient)."""
         with self.amp.autocast(), torch.no_grad():
-            return cls_features(self.vit, x)
+            return self.query_pass(self.vit, x)
 
     def _forward(self, x: torch.Tensor, training: bool, update: bool = False,
                  query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +107,7 @@ class PromptLearner(Learner):
         x = x.to(self.device)
         mask = logit_mask(ctx.train_mask, self.n_classes, ctx.n_seen, y, self.device)
         for i in range(ctx.online_iter):  # every update re-augments the batch (si_blurry.md#training)
+            self.query_pass.step_begin()
             # the alignment's running statistics count each new sample once: on the first pass only
             z, dist = self._forward(self.pre(x, self.augment), training=True, update=i == 0)
             loss = F.cross_entropy(z if mask is None else z + mask, y) + self.lambd * dist.mean()
@@ -107,6 +123,7 @@ class PromptLearner(Learner):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores of test images, the query computed afresh (what :meth:`eval_logits` caches)."""
         self._count(eval_query=len(x), eval_forward=len(x))
+        self.query_pass.step_begin()
         return self._forward(self.pre(x.to(self.device)), training=False)[0]
 
     @torch.no_grad()
@@ -115,6 +132,7 @@ class PromptLearner(Learner):
         if self.queries is None:
             return self.logits(x)
         x = self.pre(x.to(self.device))
+        self.query_pass.step_begin()
         query, computed = self.queries.get(rows, x, self._query)
         self._count(eval_query=computed, eval_forward=len(x))
         return self._forward(x, training=False, query=query)[0]
@@ -134,7 +152,7 @@ class PromptLearner(Learner):
     def describe(self) -> dict:
         return {"name": self.name, "lr": self.lr, "lambda": self.lambd, "optimizer": "Adam",
                 "train_mask": self.train_mask, "eval_mask": self.eval_mask, "preprocess": self.pre.id,
-                "augment": self.augment.id,
+                "augment": self.augment.id, "compile": self.compile, "compile_mode": self.compile_mode,
                 "precision": self.amp.describe() if hasattr(self, "amp") else None,
                 "transform": getattr(self.transform, "name", None)}
 
@@ -143,6 +161,7 @@ class L2PLearner(PromptLearner):
     """Learning to Prompt: a key–query pool of prompts inserted after the CLS token."""
 
     name, train_mask, eval_mask = "l2p", "batch", "seen"
+    backbone_pass = staticmethod(l2p_forward)
 
     def __init__(self, backbone: nn.Module, pool: int = 10, top_k: int = 5, length: int = 10,
                  key_loss: str = "official", lambd: float = 0.5, **kwargs) -> None:
@@ -156,7 +175,7 @@ class L2PLearner(PromptLearner):
 
     def prompted(self, x, query, training):
         dist, chosen, _ = self.prompts.select(query, self.top_k)
-        return l2p_forward(self.vit, x, chosen.flatten(1, 2)), dist
+        return self.prompted_pass(self.vit, x, chosen.flatten(1, 2)), dist
 
     def describe(self) -> dict:
         return super().describe() | {"pool": self.pool, "top_k": self.top_k, "key_loss": self.key_loss}
@@ -212,7 +231,7 @@ class DualPromptLearner(PromptLearner):
             layers.setdefault(i, []).append(g[:, j])
         for j, i in enumerate(self.e_layers):
             layers.setdefault(i, []).append(e[:, j])
-        return prompt_tuning_forward(self.vit, x, layers), dist
+        return self.prompted_pass(self.vit, x, layers), dist
 
     def describe(self) -> dict:
         return super().describe() | {"routing": self.routing, "pool": self.pool, "isa_prompts": self.init is not None}

@@ -115,6 +115,11 @@ class Learner(ABC):
             self.transform.load_state_dict(state)
 
     @property
+    def eval_backbone(self) -> torch.nn.Module | None:
+        """The network an image learner runs on test images (sizes evaluation batches on a GPU); ``None`` here."""
+        return None
+
+    @property
     def batch_independent(self) -> bool:
         """Whether a sample's scores ignore its batch-mates (false under batch-statistics alignment)."""
         return not getattr(getattr(self, "transform", None), "batch_dependent", False)

@@ -35,6 +35,7 @@ from mepo_lab import paths
 from mepo_lab.config import GCLConfig
 from mepo_lab.loading import prefetch, rows
 from mepo_lab.protocols import metrics
+from mepo_lab.protocols.eval_batch import EvalBatch
 from mepo_lab.protocols.learner import MASKS, Learner, StepContext, logit_mask
 from mepo_lab.protocols.results import RunResult
 
@@ -84,11 +85,13 @@ def _check(cfg: GCLConfig, learner: Learner, train_x, test_x, test_y, stream) ->
 
 @torch.no_grad()
 def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposure: _Exposure,
-             n_classes: int, cfg: GCLConfig, device: torch.device) -> tuple[float, np.ndarray]:
+             n_classes: int, cfg: GCLConfig, device: torch.device, batch: EvalBatch | None = None
+             ) -> tuple[float, np.ndarray]:
     """Accuracy on the test samples of exposed classes, and per-class accuracy in exposure order.
 
     ``class_acc[j] = correct_j / (count_j + 1e-5)`` as the reference computes it (0 with no samples);
-    the overall accuracy is NaN when no class is exposed yet.
+    the overall accuracy is NaN when no class is exposed yet. ``batch`` sizes the passes
+    (:class:`mepo_lab.protocols.eval_batch.EvalBatch`; built for this call when not given).
     """
     mapped = exposure.index[test_y]
     keep = np.flatnonzero(mapped >= 0)
@@ -96,17 +99,28 @@ def evaluate(learner: Learner, test_x: torch.Tensor, test_y: np.ndarray, exposur
         return float("nan"), np.zeros(n_classes)
     n_seen, y = len(exposure.order), mapped[keep]
     mask = logit_mask("seen", n_classes, n_seen, device=device) if cfg.eval_mask == "seen" else None
-    # Batch size only matters for batch-dependent models (e.g. the official alignment); others go big.
-    chunk = cfg.eval_batch_size
-    if learner.input_kind == "features" and learner.batch_independent:
-        chunk = max(chunk, 16384)
+    batch = EvalBatch(learner, cfg, device) if batch is None else batch
+    while True:
+        try:
+            pred = _predict(learner, test_x, keep, batch.size, mask, device)
+            break
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if not batch.halve():  # a configured size: the caller's oom_guard names the fix
+                raise
+    return accuracies(pred, y, n_classes)
+
+
+def _predict(learner: Learner, test_x: torch.Tensor, keep: np.ndarray, chunk: int, mask: torch.Tensor | None,
+             device: torch.device) -> np.ndarray:
+    """Predicted units of the test rows ``keep``, ``chunk`` rows per pass (prefetched on a GPU)."""
     preds = []
     starts = range(0, len(keep), chunk)
     chunks = prefetch(lambda s: rows(test_x, keep[s:s + chunk]), starts, device)
     for s, x in zip(starts, chunks):
         z = learner.eval_logits(x, keep[s:s + chunk])
         preds.append((z if mask is None else z + mask).argmax(1).cpu())
-    return accuracies(torch.cat(preds).numpy(), y, n_classes)
+    return torch.cat(preds).numpy()
 
 
 def accuracies(pred: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
@@ -191,7 +205,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     bar = tqdm(total=len(stream), desc=f"GCL {learner.name}", disable=not progress, mininterval=0.5)
 
     def record_eval(task: int | None = None) -> None:
-        acc, cls_acc = evaluate(learner, test_x, test_y, st.exposure, n_classes, cfg, device)
+        acc, cls_acc = evaluate(learner, test_x, test_y, st.exposure, n_classes, cfg, device, eval_batch)
         if task is None:
             res.anytime_samples.append(st.samples)
             res.anytime_points.append(st.next_eval)
@@ -214,6 +228,7 @@ def run_gcl(learner: Learner, train_x: torch.Tensor, test_x: torch.Tensor, test_
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_seed)
         learner.setup(n_classes, int(train_x.shape[1]) if train_x.ndim == 2 else 0, device)
+        eval_batch = EvalBatch(learner, cfg, device)  # after setup: the free memory once the model is placed
         _emit(callbacks, "on_learner", learner)
         elapsed = 0.0
         restored = st.load(ckpt, learner, fingerprint) if resume and ckpt is not None and ckpt.exists() else None
