@@ -7,6 +7,7 @@ from mepo_lab.backbones.micro_vit import create_micro_vit
 from mepo_lab.config import GCLConfig, MicroViTConfig
 from mepo_lab.data.synthetic import SyntheticWorld
 from mepo_lab.learners import make_learner
+from mepo_lab.learners import compiled as compiled_module
 from mepo_lab.learners.compiled import CompiledPass, compile_wanted
 from mepo_lab.learners.prompting import prompt_tuning_forward
 from mepo_lab.protocols.online import run_gcl
@@ -53,14 +54,15 @@ def test_padded_pass_gives_the_eager_values_and_gradients(vit):
         torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         assert compiled(vit, torch.randn(3, 3, 32, 32), _layers(g, 3)).shape == (3, 128)
-    assert compiled.sizes == {True: 32, False: 3} and compiled.active and compiled.failure is None
+    assert compiled.sizes == {("", True): 32, ("", False): 3} and compiled.active and compiled.failure is None
 
 
 def _broken_backend(gm, example_inputs):
     raise RuntimeError("no compiler here\nsecond line")
 
 
-def test_a_failing_compiler_falls_back_with_one_line(vit, capsys):
+def test_a_failing_compiler_falls_back_with_one_line(vit, capsys, monkeypatch):
+    monkeypatch.setattr(compiled_module, "_SAID", set())
     compiled = CompiledPass(prompt_tuning_forward, enabled=True, backend=_broken_backend, name="prompted")
     g = torch.randn(2, 4, 128)
     x = torch.randn(4, 3, 32, 32)
@@ -98,6 +100,10 @@ def test_a_compiled_run_matches_the_eager_run(smoke_preset, smoke_home, learner)
     eager, _ = _run(learner, smoke_preset, smoke_home)
     compiled, model = _run(learner, smoke_preset, smoke_home, backend="aot_eager", compile="on")
     assert model.prompted_pass.active and model.query_pass.active  # no silent fallback
+    batch, chunk = smoke_preset.gcl.batch_size, smoke_preset.gcl.eval_batch_size
+    # training calls are padded to the training batch, never to an evaluation chunk
+    assert model.prompted_pass.sizes[("train", True)] == model.query_pass.sizes[("train", False)] == batch
+    assert batch < model.prompted_pass.sizes[("eval", False)] <= chunk
     assert compiled.meta["learner"]["compile"] == "on" and eager.meta["learner"]["compile"] == "auto"
     assert compiled.meta["passes"] == eager.meta["passes"]
     # same predictions up to float reassociation: accuracies within one test image of the eager ones
@@ -114,3 +120,17 @@ def test_an_inductor_compiled_run_matches_the_eager_run(smoke_preset, smoke_home
     assert model.prompted_pass.active, model.prompted_pass.failure
     for a, b in zip(compiled.task_end_acc, eager.task_end_acc):
         assert abs(a - b) <= 0.02
+
+
+def test_a_platform_without_torch_compile_falls_back_at_setup(vit, monkeypatch, capsys):
+    monkeypatch.setattr(compiled_module, "_SAID", set())
+    def refuse(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    compiled = CompiledPass(prompt_tuning_forward, enabled=True, name="query")
+    assert not compiled.active and "not supported" in compiled.failure
+    CompiledPass(prompt_tuning_forward, enabled=True, name="prompted")  # the same reason again: said once
+    assert capsys.readouterr().out.count("\n") == 1
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(compiled(vit, x, {}), prompt_tuning_forward(vit, x, {}), rtol=0, atol=0)

@@ -7,12 +7,12 @@ pure tensor functions that carry almost all the work -- the query pass ``norm(Vi
 passes of :mod:`mepo_lab.learners.prompting` -- never the prompt selection (its key window changes with the
 task) nor the alignment (its running statistics are Python state).
 
-* **Fixed shapes.** A batch smaller than the largest seen so far (a task's last training batch, the last
-  evaluation chunk) is padded with zero rows up to it and the padded rows are cut from every output, so one
-  graph serves a grad mode. ViT rows never mix (LayerNorm and attention are per image), so the real rows'
+* **Fixed shapes.** A batch smaller than the largest seen so far at its call site (a task's last training
+  batch, the last evaluation chunk) is padded with zero rows up to it and the padded rows are cut from every
+  output, so one graph serves the training calls and one the evaluation calls. ViT rows never mix (LayerNorm and attention are per image), so the real rows'
   values and gradients are those of the unpadded batch.
 * **Fallback.** When compiling or running the compiled pass raises, the pass runs eagerly, one line says
-  so, and the learner stays eager for the rest of the run; an error of the eager pass itself is raised as is.
+  so (once per reason and process), and the learner stays eager for the rest of the run; an error of the eager pass itself is raised as is.
 * **Fidelity.** ``compile="auto"`` compiles on CUDA only: CPU runs keep the eager fp32 numbers of the
   reference path. ``"on"`` forces it (the tests use it on the CPU), ``"off"`` never compiles.
 """
@@ -24,6 +24,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 from mepo_lab.config import COMPILE, COMPILE_MODES
+
+_SAID: set[str] = set()  # fallback reasons already printed in this process
 
 
 def check_compile(setting: str, mode: str = "default") -> None:
@@ -53,10 +55,14 @@ class CompiledPass:
         check_compile("on", mode)
         self.fn, self.name = fn, name or getattr(fn, "__name__", "pass")
         mode_arg = mode if backend == "inductor" else None  # modes are TorchInductor's
-        self.compiled = torch.compile(fn, mode=mode_arg, backend=backend, dynamic=False) if enabled else None
         self.cudagraphs = mode_arg in ("reduce-overhead", "max-autotune")
-        self.sizes: dict[bool, int] = {}  # largest batch seen, per grad mode: the padded size
-        self.failure: str | None = None
+        self.sizes: dict[tuple[str, bool], int] = {}  # largest batch seen per (slot, grad mode): the padded size
+        self.compiled, self.failure = None, None
+        if enabled:
+            try:  # torch.compile itself refuses some platforms (e.g. a Python version Dynamo does not support)
+                self.compiled = torch.compile(fn, mode=mode_arg, backend=backend, dynamic=False)
+            except Exception as err:
+                self._fall_back(err)
 
     def step_begin(self) -> None:
         """Tell CUDA-graph trees a new step starts (``reduce-overhead``): outputs of the last replay may be overwritten."""
@@ -68,21 +74,29 @@ class CompiledPass:
         """Whether calls go through the compiled pass."""
         return self.compiled is not None
 
-    def __call__(self, vit: torch.nn.Module, x: torch.Tensor, *rest: Any) -> Any:
+    def __call__(self, vit: torch.nn.Module, x: torch.Tensor, *rest: Any, slot: str = "") -> Any:
+        """``fn(vit, x, *rest)``; ``slot`` names the call site (``"train"``, ``"eval"``): batches are padded to the
+        largest seen in the same slot and grad mode, so a training batch is never padded to an evaluation chunk."""
         if self.compiled is None:
             return self.fn(vit, x, *rest)
         try:
-            return self._padded(vit, x, rest)
+            return self._padded(vit, x, rest, (slot, torch.is_grad_enabled()))
         except Exception as err:  # a compiler or backend failure: the eager pass decides whether it is ours
             out = self.fn(vit, x, *rest)
-            self.compiled, self.failure = None, _reason(err)
-            print(f"mepo-lab: torch.compile of the {self.name} pass failed ({self.failure}); running it eagerly")
+            self._fall_back(err)
             return out
 
-    def _padded(self, vit: torch.nn.Module, x: torch.Tensor, rest: tuple) -> Any:
-        n, grad = len(x), torch.is_grad_enabled()
-        size = max(n, self.sizes.get(grad, 0))
-        self.sizes[grad] = size
+    def _fall_back(self, err: BaseException) -> None:
+        """Stay eager from now on, and say why in one line (once per reason and process)."""
+        self.compiled, self.failure = None, _reason(err)
+        if self.failure not in _SAID:
+            _SAID.add(self.failure)
+            print(f"mepo-lab: torch.compile of the {self.name} pass failed ({self.failure}); running it eagerly")
+
+    def _padded(self, vit: torch.nn.Module, x: torch.Tensor, rest: tuple, key: tuple[str, bool]) -> Any:
+        n = len(x)
+        size = max(n, self.sizes.get(key, 0))
+        self.sizes[key] = size
         if size == n:
             return self.compiled(vit, x, *rest)
 

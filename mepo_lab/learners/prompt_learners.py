@@ -90,14 +90,14 @@ class PromptLearner(Learner):
         """DualPrompt/MISA restrict key matching to the current task's slot while training."""
         self.task = task
 
-    def _query(self, x: torch.Tensor) -> torch.Tensor:
+    def _query(self, x: torch.Tensor, slot: str = "eval") -> torch.Tensor:
         """The frozen backbone's CLS feature of a normalised batch (no gradient)."""
         with self.amp.autocast(), torch.no_grad():
-            return self.query_pass(self.vit, x)
+            return self.query_pass(self.vit, x, slot=slot)
 
     def _forward(self, x: torch.Tensor, training: bool, update: bool = False,
                  query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        query = self._query(x) if query is None else query
+        query = self._query(x, "train" if training else "eval") if query is None else query
         with self.amp.autocast():
             feat, dist = self.prompted(x, query, training)
         feat = self.train_features(feat.float(), update) if training else self.eval_features(feat.float())
@@ -175,7 +175,7 @@ class L2PLearner(PromptLearner):
 
     def prompted(self, x, query, training):
         dist, chosen, _ = self.prompts.select(query, self.top_k)
-        return self.prompted_pass(self.vit, x, chosen.flatten(1, 2)), dist
+        return self.prompted_pass(self.vit, x, chosen.flatten(1, 2), slot="train" if training else "eval"), dist
 
     def describe(self) -> dict:
         return super().describe() | {"pool": self.pool, "top_k": self.top_k, "key_loss": self.key_loss}
@@ -231,7 +231,7 @@ class DualPromptLearner(PromptLearner):
             layers.setdefault(i, []).append(g[:, j])
         for j, i in enumerate(self.e_layers):
             layers.setdefault(i, []).append(e[:, j])
-        return self.prompted_pass(self.vit, x, layers), dist
+        return self.prompted_pass(self.vit, x, layers, slot="train" if training else "eval"), dist
 
     def describe(self) -> dict:
         return super().describe() | {"routing": self.routing, "pool": self.pool, "isa_prompts": self.init is not None}
