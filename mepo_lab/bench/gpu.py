@@ -116,6 +116,7 @@ def gpu_rows(vit: torch.nn.Module, device: torch.device, sizes: tuple[int, int, 
     from mepo_lab.config import GCLConfig
     from mepo_lab.data.normalization import Preprocess
     from mepo_lab.data.online_augment import OnlineAugment
+    from mepo_lab.learners.compiled import compile_wanted
 
     pre, name = Preprocess(size=size), {"dualprompt": "DualPrompt", "misa": "MISA", "l2p": "L2P"}.get(learner, learner)
     data = fake_dataset(*sizes, seed=3)
@@ -126,8 +127,7 @@ def gpu_rows(vit: torch.nn.Module, device: torch.device, sizes: tuple[int, int, 
     fraction = peak_fraction(run, forward_flops(vit, pre, 32), device)
     extra = "".join(f"; {s}" for s in (note, run["compile_failure"] and f"fell back to eager: {run['compile_failure']}")
                     if s)
-    compiled = learner_kwargs.get("compile", "auto") == "on" or (learner_kwargs.get("compile", "auto") == "auto"
-                                                                  and device.type == "cuda")
+    compiled = compile_wanted(learner_kwargs.get("compile", "auto"), device)
     return [row(f"{name} full fake CIFAR-100 run, ViT {size} px ({device.type}, "
                 f"{'compiled' if compiled else 'eager'})", run["wall"], 90.0, "s",
                 True, f"{'compiling included; ' if compiled else ''}evaluation {run['eval_seconds'] / run['wall']:.0%} of it; query bank "
