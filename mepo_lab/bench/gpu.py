@@ -5,8 +5,8 @@
   (:mod:`mepo_lab.learners.compiled`), in one run, so the speed-up is a ratio of two measurements.
 * :func:`gpu_rows` -- a whole Si-Blurry run over fake CIFAR-100 of the real size (:mod:`mepo_lab.bench.real_run`):
   wall time against the 90 s target, training rate, evaluation share, passes, peak memory, share of the bf16 peak.
-* MISA runs the same stream with ISA prompts: the released tensors when they are in the Hugging Face cache, else
-  random tensors of the released shapes (the speed does not depend on the values; the row says which).
+* MISA runs the same stream with ISA prompts: the released tensors when they can be had (Hugging Face cache or
+  download), else random tensors of the released shapes (the speed does not depend on the values; the row says which).
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def bench_gpu(preset: Preset, data_home=None, **_) -> list[dict]:
 
 
 def misa_prompts(vit: torch.nn.Module) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
-    """``((e, g), what they are)``: the released ISA prompts from the local Hugging Face cache when present (and
-    ``vit`` is 768 wide), else U(−1, 1) tensors of the shapes the learner needs (the released ones on ViT-B/16)."""
+    """``((e, g), what they are)``: the released ISA prompts (Hugging Face cache, or downloaded when online) when
+    ``vit`` is 768 wide and they can be had, else U(−1, 1) tensors of the shapes the learner needs (the released ones on ViT-B/16)."""
     from mepo_lab.learners.prompt_learners import prompt_layers
 
     if int(vit.num_features) == 768:
