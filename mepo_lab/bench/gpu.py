@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from mepo_lab.bench.report import row
+from mepo_lab.bench.report import row, sync
 from mepo_lab.config import Preset
 
 #: (compile, compile_mode) settings compared by :func:`step_rows`; the first is the reference's eager step.
@@ -99,11 +99,11 @@ def observe_rate(learner, images: torch.Tensor, labels: torch.Tensor, device: to
     batches = [(images[i:i + 32], labels[i:i + 32]) for i in range(0, len(images), 32)]
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         x, y = batches[i % len(batches)]
         learner.observe(x.to(device), y.to(device), ctx)
-    _sync(device)
+    sync(device)
     failure = getattr(learner.prompted_pass, "failure", None) or getattr(learner.query_pass, "failure", None)
     return steps * 32 * 3 / (time.perf_counter() - start), f"fell back to eager: {failure}" if failure else ""
 
@@ -140,8 +140,3 @@ def gpu_rows(vit: torch.nn.Module, device: torch.device, sizes: tuple[int, int, 
             row(f"{name}: peak GPU memory", run["peak_gib"], float("nan"), "GiB", False),
             row(f"{name}: share of the bf16 peak reached", fraction, float("nan"), "", False,
                 "backbone passes x FLOPs per forward (backward = 2 forwards) / wall time / data-sheet peak")]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()

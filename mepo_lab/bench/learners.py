@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from mepo_lab.bench.report import row
+from mepo_lab.bench.report import row, sync
 from mepo_lab.config import Preset
 
 
@@ -23,11 +23,11 @@ def _learner_throughput(learner, vit, images: torch.Tensor, labels: torch.Tensor
     ctx = StepContext(n_classes, online_iter, "seen")
     idx = [torch.randint(0, len(images), (batch,), generator=torch.Generator().manual_seed(i)) for i in range(steps + 1)]
     learner.observe(images[idx[0]].to(device), labels[idx[0]].to(device), ctx)  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for i in idx[1:]:
         learner.observe(images[i].to(device), labels[i].to(device), ctx)
-    _sync(device)
+    sync(device)
     observe_s = time.perf_counter() - start
     head = torch.nn.Linear(vit.num_features, n_classes).to(device)
     model, pre = vit.to(device).train(), learner.pre
@@ -38,15 +38,10 @@ def _learner_throughput(learner, vit, images: torch.Tensor, labels: torch.Tensor
             with learner.amp.autocast():
                 z = head(model.forward_features(pre(images[i].to(device)))[:, 0]).float()
             torch.nn.functional.cross_entropy(z, labels[i].to(device)).backward()
-    _sync(device)
+    sync(device)
     bare_s = time.perf_counter() - start
     n = steps * batch * online_iter
     return n / observe_s, n / bare_s
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _micro_setup(preset: Preset):

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import torch
 
+from mepo_lab.bench.report import sync
+
 #: Dense bf16 peak of the GPUs the lab meets (FLOP/s; NVIDIA data sheets, without sparsity).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "T4": 65e12}
 
@@ -37,11 +39,6 @@ def forward_flops(vit: torch.nn.Module, preprocess, size: int) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         vit.forward_features(x)
     return float(counter.get_total_flops())
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device | str, *, preprocess, augment=None,
@@ -68,17 +65,17 @@ def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             kwargs["query_bank"] = query_bank(vit, test, preprocess, "bench", device=device, amp=amp, data_home=tmp)
-            _sync(device)
+            sync(device)
             bank_s = time.perf_counter() - start
     model = make_learner(learner, backbone=copy.deepcopy(vit), **kwargs)
     spent = [0.0]
     evaluate = model.eval_logits
 
     def timed(x, rows):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         z = evaluate(x, rows)
-        _sync(device)
+        sync(device)
         spent[0] += time.perf_counter() - start
         return z
 
@@ -87,7 +84,7 @@ def real_run(learner: str, vit: torch.nn.Module, data, cfg, device: torch.device
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     res = run_gcl(model, train, test, yte, stream, cfg, device=device, progress=False)
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else math.nan
     failure = next((p.failure for p in (getattr(model, "prompted_pass", None), getattr(model, "query_pass", None))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import torch
+
 
 def row(name: str, measured: float, target: float, unit: str, at_most: bool, note: str = "") -> dict:
     """One report row; ``ratio`` is ``measured / target`` (``at_most``) or ``target / measured``: ≤ 1 is met."""
@@ -36,3 +38,9 @@ def format_report(report: list[dict]) -> str:
         lines.append(f"{r['name']:58s} {r['measured']:9.2f} {r['unit']:>4s} {target:>14s} {ratio:>7s}"
                      + (f"  ({r['note']})" if r["note"] else ""))
     return "\n".join(lines)
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the GPU's queued work before reading a clock (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
